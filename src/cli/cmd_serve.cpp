@@ -1,0 +1,35 @@
+// autoglm-deploy serve --config FILE: the service a YAML file describes.
+#include <memory>
+
+#include "autoglm/exit_codes.h"
+#include "commands.h"
+#include "config_flags.h"
+
+namespace autoglm::cli {
+
+int not_implemented(const char* what, const char* needs);
+
+void add_serve_command(CLI::App& app, Runner& run) {
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the model a YAML config describes (OpenAI-compatible API)");
+  cmd->footer(
+      "Examples:\n"
+      "  autoglm-deploy serve --config configs/autoglm-phone-9b.yaml\n"
+      "  autoglm-deploy serve --config service.yaml --port 9000\n\n"
+      "The whole file is validated first; every problem is reported with file:line:column.");
+  auto path = std::make_shared<std::string>();
+  cmd->add_option("--config,-c", *path, "Service config (YAML), see docs/config.md")->required();
+  auto flags = std::make_shared<std::vector<ConfigFlag>>(std::vector<ConfigFlag>{
+      {"--host", "service.host", "Address to bind", {}},
+      {"--port", "service.port", "TCP port", {}},
+      {"--threads", "runtime.threads", "CPU threads (0 = one per physical core)", {}},
+  });
+  add_config_flags(*cmd, *flags);
+  cmd->callback([&run, path, flags] {
+    run = [path, flags] {
+      load_config_with_flags(*path, *flags);
+      return not_implemented("serve", "the inference engine and the HTTP server (issues 3-5)");
+    };
+  });
+}
+
+}  // namespace autoglm::cli

@@ -1,0 +1,25 @@
+#include "config_flags.h"
+
+namespace autoglm::cli {
+
+void add_config_flags(CLI::App& cmd, std::vector<ConfigFlag>& flags) {
+  for (ConfigFlag& f : flags) f.option = cmd.add_option(f.flag, f.value, f.help + " (overrides " + f.field + ")");
+}
+
+config::Config load_config_with_flags(const std::string& path,                                       const std::vector<ConfigFlag>& flags) {
+  config::Config cfg = path.empty() ? config::default_config() : config::load_config(path);
+  std::vector<config::Problem> problems;
+  for (const ConfigFlag& f : flags) {
+    if (f.option->count() == 0) continue;
+    try {
+      config::apply_override(cfg, f.field, f.value, f.option->get_name());
+    } catch (const config::ConfigError& e) {
+      problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    }
+  }
+  if (!problems.empty()) throw config::ConfigError(std::move(problems));
+  config::validate(cfg);
+  return cfg;
+}
+
+}  // namespace autoglm::cli

@@ -104,3 +104,112 @@ TEST(Cli, JsonLogsAreOneObjectPerLine) {
   EXPECT_EQ(j["level"], "error");
   EXPECT_TRUE(contains(j["msg"].get<std::string>(), "bad.yaml:")) << first_line;
 }
+
+namespace {
+
+std::string sysroot(const std::string& machine) { return source_dir() + "/tests/fixtures/sysroot/" + machine; }
+
+// config.json of GLM-4-9B-0414 (as published), in a folder of its own.
+std::string write_glm4_9b_config(const TempDir& tmp) {
+  write_file(tmp / "glm-4-9b/config.json",
+             R"({"architectures": ["Glm4ForCausalLM"], "model_type": "glm4", "hidden_size": 4096,
+                 "intermediate_size": 13696, "num_attention_heads": 32, "num_key_value_heads": 2,
+                 "head_dim": 128, "num_hidden_layers": 40, "vocab_size": 151552,
+                 "max_position_embeddings": 32768, "tie_word_embeddings": false, "torch_dtype": "bfloat16"})");
+  return (tmp / "glm-4-9b").string();
+}
+
+nlohmann::json parse_json(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << text;
+  return j;
+}
+
+}  // namespace
+
+TEST(CheckHardware, FixtureModelFitsOnACpuOnlyServer) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string model = (autoglm::test::fixtures_dir() / "hf/tiny-glm4-hf").string();
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --model " + model + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto j = parse_json(r.out);
+  EXPECT_EQ(j["ok"], true);
+  EXPECT_EQ(j["gpus"].size(), 0u);
+  EXPECT_EQ(j["fit"]["model"]["architecture"], "glm4");
+  EXPECT_EQ(j["fit"]["model"]["layers"], 2);
+  EXPECT_EQ(j["fit"]["devices"][0]["id"], "cpu");
+  EXPECT_EQ(j["fit"]["devices"][0]["verdict"], "fits");
+  EXPECT_EQ(j["fit"]["requirement_met"], true);
+}
+
+TEST(CheckHardware, GpuRequiredOnAMachineWithoutOneFailsWithExit1) {
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --gpu");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "no usable GPU")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Result: FAIL")) << r.out;
+}
+
+TEST(CheckHardware, NineBillionOnSmallRamSuggestsAQuantization) {
+  TempDir tmp;
+  const std::string model = write_glm4_9b_config(tmp);
+  // throttling-cpu has 10.7 GiB available: bf16 (17.5 GiB) does not fit, q8_0 (9.3 GiB) + KV does not
+  // either, Q4_K does.
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("throttling-cpu") + " --model " + model +
+                            " --quantization bf16 --json");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  const auto j = parse_json(r.out);
+  const auto& cpu = j["fit"]["devices"][0];
+  EXPECT_EQ(cpu["verdict"], "fits_with_quantization");
+  EXPECT_EQ(cpu["quantization"], "q4_k");
+  EXPECT_NEAR(j["fit"]["model"]["parameters"].get<double>() / 1e9, 9.40, 0.01);
+  EXPECT_TRUE(contains(j["fit"]["recommendation"].get<std::string>(), "--quantization q4_k"));
+
+  // Asking for that quantization turns the verdict into a plain fit and exit 0 (warnings aside).
+  const auto ok = run_binary("check-hardware --sysroot " + sysroot("throttling-cpu") + " --model " + model +
+                             " --quantization q4_k --json");
+  EXPECT_EQ(parse_json(ok.out)["fit"]["devices"][0]["verdict"], "fits");
+  EXPECT_EQ(parse_json(ok.out)["fit"]["requirement_met"], true);
+}
+
+TEST(CheckHardware, DowngradedLinkAndSwapAreWarningsInTheTextReport) {
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("workstation-2gpu"));
+  EXPECT_EQ(r.exit_code, 0) << "warnings are not failures: " << r.out;
+  EXPECT_TRUE(contains(r.out, "0000:b1:00.0: PCIe Gen3 x8, capable of Gen4 x16")) << r.out;
+  EXPECT_TRUE(contains(r.out, "swap in use")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Overall: WARN")) << r.out;
+}
+
+TEST(CheckHardware, ModelAndSettingsComeFromTheConfig) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const std::string model = (autoglm::test::fixtures_dir() / "models/tiny-qwen2-Q8_0.gguf").string();
+  write_file(tmp / "svc.yaml", "model:\n  path: " + model + "\n  context_length: 256\nruntime:\n  kv_cache_type: q8_0\n");
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --config " +
+                            (tmp / "svc.yaml").string() + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto j = parse_json(r.out);
+  EXPECT_EQ(j["fit"]["model"]["architecture"], "qwen2");
+  EXPECT_EQ(j["fit"]["request"]["context"], 256);
+  EXPECT_EQ(j["fit"]["request"]["kv_cache_type"], "q8_0");
+}
+
+TEST(CheckHardware, BadModelsAndFlagsGiveClearErrors) {
+  TempDir tmp;
+  write_file(tmp / "broken.gguf", "GGUF\x03");
+  const auto broken = run_binary("check-hardware --sysroot " + sysroot("empty") + " --model " + (tmp / "broken.gguf").string());
+  EXPECT_EQ(broken.exit_code, 1);
+  EXPECT_TRUE(contains(broken.err, "broken.gguf")) << broken.err;
+  const auto missing = run_binary("check-hardware --model " + (tmp / "nope.gguf").string());
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_TRUE(contains(missing.err, "nope.gguf")) << missing.err;
+  const auto quant = run_binary("check-hardware --model " + write_glm4_9b_config(tmp) + " --quantization q3_x");
+  EXPECT_EQ(quant.exit_code, 2);
+  EXPECT_TRUE(contains(quant.err, "--quantization")) << quant.err;
+}
+
+TEST(CheckHardware, EmptySysrootIsAllUnknownNotACrash) {
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("empty") + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const auto j = parse_json(r.out);
+  EXPECT_TRUE(j["memory"]["total_bytes"].is_null()) << j["memory"].dump();
+}

@@ -148,7 +148,8 @@ std::string recommend(const FitReport& report) {
     if (v.outcome == Outcome::fits && (!best || (v.device.is_gpu && !best->device.is_gpu))) best = &v;
   }
   if (best)
-    return fmt::format("Run on {} ({}): {}.", best->device.id, best->device.description, best->message);
+    return fmt::format("Run on {} ({}): needs {} of {}.", best->device.id, best->device.description,
+                       format_bytes(best->need.total()), format_bytes(*best->device.available));
   for (const DeviceVerdict& v : report.devices) {
     if (report.request.require_gpu && !v.device.is_gpu) continue;
     switch (v.outcome) {
@@ -167,6 +168,13 @@ std::string recommend(const FitReport& report) {
       std::none_of(report.devices.begin(), report.devices.end(), [](const DeviceVerdict& v) { return v.device.is_gpu; }))
     return "No usable GPU was found: install the NVIDIA driver, or run without --gpu on the CPU.";
   return "No device can hold this model: use a machine with more memory or a smaller model.";
+}
+
+// "9.40 B", "2.23 M", "4096".
+std::string format_count(uint64_t n) {
+  if (n >= 1'000'000'000) return fmt::format("{:.2f} B", static_cast<double>(n) / 1e9);
+  if (n >= 1'000'000) return fmt::format("{:.2f} M", static_cast<double>(n) / 1e6);
+  return fmt::format("{}", n);
 }
 
 nlohmann::json need_json(const MemoryNeed& n) {
@@ -297,20 +305,22 @@ std::string render_text(const FitReport& r) {
   const model::ModelShape& m = r.model;
   std::string out = fmt::format(
       "Model  {} ({}, {})\n"
-      "       {:.2f} B parameters, {} layers, d_model {}, {} heads / {} KV heads × {}, FFN {}, vocab {}\n"
+      "       {} parameters, {} layers, d_model {}, {} heads / {} KV heads × {}, FFN {}, vocab {}\n"
       "       stored as {}{}, trained context {}\n"
       "Request  weights {}, context {}, batch {}, KV cache {}\n",
-      m.name, m.architecture, m.source.string(), static_cast<double>(m.n_params()) / 1e9, m.n_layers, m.d_model,
+      m.name, m.architecture, m.source.string(), format_count(m.n_params()), m.n_layers, m.d_model,
       m.n_heads, m.n_kv_heads, m.head_dim, m.ffn_dim, m.vocab_size, m.stored_type.empty() ? "?" : m.stored_type,
       m.stored_bytes() ? fmt::format(" ({})", format_bytes(m.stored_bytes())) : std::string(), m.context_length,
       r.request.quant ? quant_name(*r.request.quant) : "as stored", r.context, r.request.batch,
       r.request.kv_type == KvType::f16 ? "f16" : "q8_0");
   for (const DeviceVerdict& v : r.devices) {
     const bool eligible = !r.request.require_gpu || v.device.is_gpu;
-    const char* mark = v.outcome == Outcome::fits ? "OK  "
-                       : v.outcome == Outcome::unknown ? "??  "
-                       : eligible ? "FAIL" : "WARN";
-    out += fmt::format("  [{}] {:<5} {:<34} {}\n", mark, v.device.id, v.device.description.substr(0, 34), v.message);
+    const char* mark = !eligible                          ? "SKIP"
+                       : v.outcome == Outcome::fits         ? "OK  "
+                       : v.outcome == Outcome::unknown      ? "??  "
+                                                            : "FAIL";
+    out += fmt::format("  [{}] {:<5} {:<34} {}{}\n", mark, v.device.id, v.device.description.substr(0, 34), v.message,
+                       eligible ? "" : " (not counted: a GPU is required)");
     out += fmt::format("         need {}\n", describe(v.need));
   }
   out += fmt::format("Verdict  {}\n", r.requirement_met ? "OK: the model fits as requested" : "FAIL: the model does not fit as requested");

@@ -11,10 +11,7 @@ using autoglm::test::write_file;
 
 namespace {
 
-std::string source_dir() {
-  const char* s = std::getenv("AUTOGLM_SOURCE_DIR");
-  return s ? s : ".";
-}
+std::string source_dir() { return autoglm::test::source_dir().string(); }
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
@@ -212,4 +209,98 @@ TEST(CheckHardware, EmptySysrootIsAllUnknownNotACrash) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   const auto j = parse_json(r.out);
   EXPECT_TRUE(j["memory"]["total_bytes"].is_null()) << j["memory"].dump();
+}
+
+namespace {
+
+std::string fixture(const std::string& rel) { return (autoglm::test::fixtures_dir() / rel).string(); }
+
+// A writable copy of the HF fixture folder.
+std::filesystem::path copy_hf_folder(const TempDir& tmp) {
+  const auto dst = tmp / "tiny-glm4-hf";
+  std::filesystem::copy(autoglm::test::fixtures_dir() / "hf/tiny-glm4-hf", dst);
+  for (const auto& e : std::filesystem::directory_iterator(dst))
+    std::filesystem::permissions(e.path(), std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  return dst;
+}
+
+}  // namespace
+
+TEST(Verify, FolderWithoutHashesPrintsSha256sumLinesThatSha256sumAccepts) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto r = run_binary("verify " + fixture("hf/tiny-glm4-hf"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  size_t lines = 0;
+  for (size_t pos = 0; (pos = r.out.find('\n', pos)) != std::string::npos; ++pos) ++lines;
+  EXPECT_EQ(lines, 6u) << r.out;  // config, 2 shards, index, tokenizer, tokenizer_config
+  write_file(tmp / "SUMS", r.out);
+  EXPECT_EQ(std::system(("sha256sum --quiet -c '" + (tmp / "SUMS").string() + "' >/dev/null").c_str()), 0);
+
+  // ... and the same list checks clean through --manifest.
+  const auto again = run_binary("verify " + fixture("hf/tiny-glm4-hf") + " --manifest " + (tmp / "SUMS").string() + " --json");
+  EXPECT_EQ(again.exit_code, 0) << again.out;
+  const auto j = nlohmann::json::parse(again.out);
+  EXPECT_EQ(j["ok"], true);
+  EXPECT_EQ(j["files"].size(), 6u);
+  for (const auto& f : j["files"]) EXPECT_EQ(f["hash_ok"], true) << f.dump();
+}
+
+TEST(Verify, SingleFileAgainstAnExpectedHash) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string file = fixture("models/tiny-glm4-f32.gguf");
+  const std::string good = autoglm::test::sha256_of(file);
+  const auto ok = run_binary("verify " + file + " --sha256 " + good);
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  const auto bad = run_binary("verify " + file + " --sha256 " + std::string(64, 'a'));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_TRUE(contains(bad.out, "MISMATCH")) << bad.out;
+  EXPECT_TRUE(contains(bad.out, good)) << "the actual hash is shown: " << bad.out;
+}
+
+TEST(Verify, UsageErrorsExitWith2) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string file = fixture("models/tiny-glm4-f32.gguf");
+  const std::string hex(64, 'b');
+  const auto missing = run_binary("verify /nonexistent/model.gguf");
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_TRUE(contains(missing.err, "does not exist")) << missing.err;
+  const auto folder = run_binary("verify " + fixture("hf/tiny-glm4-hf") + " --sha256 " + hex);
+  EXPECT_EQ(folder.exit_code, 2);
+  EXPECT_TRUE(contains(folder.err, "--sha256 needs a single file")) << folder.err;
+  const auto short_hex = run_binary("verify " + file + " --sha256 abc");
+  EXPECT_EQ(short_hex.exit_code, 2);
+  EXPECT_TRUE(contains(short_hex.err, "64 hex digits")) << short_hex.err;
+  EXPECT_EQ(run_binary("verify " + file + " --sha256 " + hex + " --manifest SUMS").exit_code, 2);
+}
+
+TEST(Verify, TruncatedShardIsCorruptAndNamesTheTensor) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto dir = copy_hf_folder(tmp);
+  const auto shard = dir / "model-00001-of-00002.safetensors";
+  std::filesystem::resize_file(shard, std::filesystem::file_size(shard) - 1000);
+  const auto r = run_binary("verify " + dir.string() + " --json");
+  EXPECT_EQ(r.exit_code, 1);
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ok"], false);
+  for (const auto& f : j["files"]) {
+    const bool is_shard = f["path"].get<std::string>().find("model-00001") != std::string::npos;
+    EXPECT_EQ(f["status"], is_shard ? "CORRUPT" : "OK") << f.dump();
+    if (is_shard) {
+      EXPECT_TRUE(contains(f["structure_error"].get<std::string>(), "ends past the end of the file")) << f.dump();
+    }
+  }
+}
+
+TEST(Verify, ManifestWithAMissingFileAndAMalformedLine) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto dir = copy_hf_folder(tmp);
+  write_file(dir / "SUMS", autoglm::test::sha256_of((dir / "config.json").string()) + "  config.json\n" +
+                               std::string(64, 'c') + "  gone.gguf\n" + "junk\n");
+  const auto r = run_binary("verify " + dir.string() + " --manifest " + (dir / "SUMS").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "MISSING")) << r.out;
+  EXPECT_TRUE(contains(r.out + r.err, "SUMS:3:")) << r.out << r.err;
 }

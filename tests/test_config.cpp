@@ -15,10 +15,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path source_dir() {
-  const char* env = std::getenv("AUTOGLM_SOURCE_DIR");
-  return env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path();
-}
+fs::path source_dir() { return autoglm::test::source_dir(); }
 
 Config parse(const std::string& text) { return parse_config(text, "service.yaml"); }
 

@@ -20,9 +20,7 @@ using autoglm::test::write_file;
 namespace {
 
 fs::path sysroot(const std::string& machine) {
-  const char* source = std::getenv("AUTOGLM_SOURCE_DIR");
-  const fs::path base = source && *source ? fs::path(source) / "tests" : fs::path(__FILE__).parent_path();
-  return base / "fixtures" / "sysroot" / machine;
+  return autoglm::test::source_dir() / "tests" / "fixtures" / "sysroot" / machine;
 }
 
 // Probes a fixture machine; the disk probe looks at `disk_path` through the fixture's mount table.

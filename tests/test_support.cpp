@@ -11,10 +11,20 @@
 namespace autoglm::test {
 namespace fs = std::filesystem;
 
+namespace {
+
+// An environment variable overrides the default CMake compiled in.
+std::string setting(const char* name, const char* built_in) {
+  const char* env = std::getenv(name);
+  return env && *env ? env : built_in;
+}
+
+}  // namespace
+
+fs::path source_dir() { return setting("AUTOGLM_SOURCE_DIR", AUTOGLM_TEST_SOURCE_DIR); }
+
 fs::path fixtures_dir() {
-  const char* env = std::getenv("AUTOGLM_FIXTURES");
-  if (!env || !*env) return {};
-  fs::path p(env);
+  fs::path p = setting("AUTOGLM_FIXTURES", AUTOGLM_TEST_FIXTURES);
   std::error_code ec;
   if (!fs::is_directory(p / "models", ec)) return {};
   return p;
@@ -47,12 +57,22 @@ std::string read_file(const fs::path& path) {
   return ss.str();
 }
 
+std::string sha256_of(const std::string& path) {
+  const std::string cmd = "openssl dgst -sha256 -r '" + path + "'";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) throw std::runtime_error("cannot run " + cmd);
+  std::array<char, 65> hex{};
+  const size_t n = fread(hex.data(), 1, 64, pipe);
+  pclose(pipe);
+  if (n != 64) throw std::runtime_error(cmd + " printed no hash");
+  return std::string(hex.data(), 64);
+}
+
 CommandResult run_binary(const std::string& args) {
-  const char* bin = std::getenv("AUTOGLM_BINARY");
-  if (!bin) throw std::runtime_error("AUTOGLM_BINARY is not set (run the tests through ctest)");
+  const std::string bin = setting("AUTOGLM_BINARY", AUTOGLM_TEST_BINARY);
   TempDir tmp;
   const fs::path out = tmp / "stdout", err = tmp / "stderr";
-  const std::string cmd = std::string("'") + bin + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
+  const std::string cmd = "'" + bin + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
   const int status = std::system(cmd.c_str());
   CommandResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

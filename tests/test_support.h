@@ -8,8 +8,11 @@
 
 namespace autoglm::test {
 
-// ../shared/fixtures (from AUTOGLM_FIXTURES, set by CMake). Empty when it is missing.
+// ../shared/fixtures: $AUTOGLM_FIXTURES, else the folder CMake was told. Empty when it is missing.
 std::filesystem::path fixtures_dir();
+
+// The repository root: $AUTOGLM_SOURCE_DIR, else the one this test was built from.
+std::filesystem::path source_dir();
 
 // A fresh, empty folder under the system temp dir, removed when the object dies.
 class TempDir {
@@ -28,12 +31,15 @@ class TempDir {
 void write_file(const std::filesystem::path& path, const std::string& contents);
 std::string read_file(const std::filesystem::path& path);
 
+// SHA-256 of a file as `openssl dgst -sha256` computes it (an implementation that is not ours).
+std::string sha256_of(const std::string& path);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;  // stdout
   std::string err;  // stderr
 };
-// Runs build/autoglm-deploy (AUTOGLM_BINARY) with `args` (shell words, already quoted as needed).
+// Runs build/autoglm-deploy ($AUTOGLM_BINARY, else the one built beside this test) with `args` (shell words, already quoted as needed).
 CommandResult run_binary(const std::string& args);
 
 }  // namespace autoglm::test

@@ -304,3 +304,31 @@ TEST(Verify, ManifestWithAMissingFileAndAMalformedLine) {
   EXPECT_TRUE(contains(r.out, "MISSING")) << r.out;
   EXPECT_TRUE(contains(r.out + r.err, "SUMS:3:")) << r.out << r.err;
 }
+
+TEST(Verify, ExpectedHashesComeFromTheConfig) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto dir = copy_hf_folder(tmp);
+  const std::string config_hash = autoglm::test::sha256_of((dir / "config.json").string());
+  write_file(tmp / "svc.yaml", "model:\n  path: tiny-glm4-hf\n  sha256:\n    config.json: " + config_hash +
+                                   "\n    tokenizer.json: " + std::string(64, 'd') + "\n");
+  const auto r = run_binary("verify --config " + (tmp / "svc.yaml").string() + " --json");
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // tokenizer.json does not match
+  const auto j = nlohmann::json::parse(r.out);
+  for (const auto& f : j["files"]) {
+    const std::string name = std::filesystem::path(f["path"].get<std::string>()).filename().string();
+    if (name == "config.json") {
+      EXPECT_EQ(f["hash_ok"], true) << f.dump();
+    } else if (name == "tokenizer.json") {
+      EXPECT_EQ(f["hash_ok"], false) << f.dump();
+    } else {
+      EXPECT_TRUE(f["hash_ok"].is_null()) << "no expected hash: " << f.dump();
+    }
+  }
+  // A single-file model: model.sha256 is one hex string.
+  write_file(tmp / "one.yaml", "model:\n  path: " + fixture("models/tiny-llama-Q4_0.gguf") + "\n  sha256: " +
+                                   autoglm::test::sha256_of(fixture("models/tiny-llama-Q4_0.gguf")) + "\n");
+  const auto one = run_binary("verify --config " + (tmp / "one.yaml").string());
+  EXPECT_EQ(one.exit_code, 0) << one.out << one.err;
+  EXPECT_TRUE(contains(one.out, "OK")) << one.out;
+}

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "file_util.h"
+
 namespace autoglm::safetensors {
 namespace {
 
@@ -53,26 +55,9 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// a + b for a message; offsets from a hostile file may not fit in 64 bits.
-std::string sum_str(uint64_t a, uint64_t b) {
-  uint64_t sum = 0;
-  if (__builtin_add_overflow(a, b, &sum)) return "2^64+";
-  return std::to_string(sum);
-}
+using formats::Fd;
+using formats::sum_str;
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 class Parser {
  public:

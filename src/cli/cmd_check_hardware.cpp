@@ -77,7 +77,13 @@ int run_check_hardware(const CheckHardwareOptions& o) {
   const preflight::FitRequest request = fit_request(o, cfg.get());
 
   std::string model_path = o.model;
-  if (model_path.empty() && cfg && !cfg->model.path.empty()) model_path = cfg->model.path.string();
+  if (model_path.empty() && cfg && !cfg->model.path.empty()) {
+    model_path = cfg->model.path.string();
+    if (!std::filesystem::exists(model_path))
+      throw Error(kExitCheckFailed, fmt::format("{}: model.path '{}' does not exist: download the model there, or "
+                                                "fix model.path (relative paths start at the config's folder)",
+                                                o.config, model_path));
+  }
   std::string note;
   if (model_path.empty() && cfg && !cfg->model.url.empty())
     note = "model.url: the model is not downloaded yet; run check-hardware --model on the downloaded file.";

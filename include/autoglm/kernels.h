@@ -1,0 +1,71 @@
+#pragma once
+// CPU kernels: the weight block formats (ggml-compatible layouts), fused dequantize-in-dot-product
+// matrix-vector and matrix-matrix products, and the persistent thread pool they run on.
+// Weights are never expanded to f32 in memory: each block is dequantized in registers.
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace autoglm::kernels {
+
+// ggml type ids, as stored in GGUF files.
+enum class DType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, q4_k = 12, q6_k = 14, bf16 = 30 };
+
+struct DTypeInfo {
+  DType type;
+  const char* name;      // "F32", "Q4_K", ...
+  uint32_t block_size;   // elements per block
+  uint32_t block_bytes;  // bytes per block
+};
+// nullptr for a ggml type the engine cannot compute with.
+const DTypeInfo* dtype_info(uint32_t ggml_type);
+const DTypeInfo& dtype_info(DType type);
+// Bytes of a row of n elements; n must be a multiple of the block size.
+size_t row_bytes(DType type, size_t n);
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);    // round to nearest even
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);   // round to nearest even
+
+// n elements of one row (n a multiple of the block size).
+void dequantize_row(DType type, const void* src, float* dst, size_t n);
+// Quantizes with ggml's reference (non-imatrix) algorithms, so our files match llama.cpp's.
+// Supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k.
+void quantize_row(DType type, const float* src, void* dst, size_t n);
+
+// Instruction-set paths. The fastest one the CPU has is chosen at start-up; tests force each.
+enum class Isa { scalar, avx2, avx512 };
+const char* isa_name(Isa isa);
+Isa detected_isa();         // the best this CPU (and this build) supports
+Isa active_isa();
+void set_isa(Isa isa);      // clamped to detected_isa(); for tests and benchmarks
+
+// A fixed set of worker threads, created once; run() splits [0, n) into chunks across them and
+// the calling thread, and returns when all are done. Not re-entrant.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);  // total threads including the caller; <= 0 = hardware threads
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  int size() const;
+  // fn(begin, end) over disjoint ranges covering [0, n), each a multiple of `grain` except the last.
+  void run(size_t n, size_t grain, const std::function<void(size_t begin, size_t end)>& fn);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// y[r] = dot(W[r, :], x) for r < rows. W: `rows` rows of `cols` elements of `type`, each row
+// row_bytes(type, cols) bytes, contiguous. x: cols floats. Rows split across `pool` (may be null).
+void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool);
+
+// Y[b, r] = dot(W[r, :], X[b, :]) for b < batch: X is [batch][cols], Y is [batch][rows]. Each weight
+// block is read once per step for the whole batch (prefill and batched decode).
+void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
+            ThreadPool* pool);
+
+}  // namespace autoglm::kernels

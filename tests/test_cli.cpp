@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autoglm/npy.h"
 #include "test_support.h"
 
 using autoglm::test::run_binary;
@@ -331,4 +332,35 @@ TEST(Verify, ExpectedHashesComeFromTheConfig) {
   const auto one = run_binary("verify --config " + (tmp / "one.yaml").string());
   EXPECT_EQ(one.exit_code, 0) << one.out << one.err;
   EXPECT_TRUE(contains(one.out, "OK")) << one.out;
+}
+
+TEST(Logits, WritesAnNpyOfEveryPositionThatMatchesTheReference) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto fx = autoglm::test::fixtures_dir();
+  std::string prompt = autoglm::test::read_file(fx / "refs/qwen2.prompts");
+  prompt = prompt.substr(0, prompt.find('\n'));
+  const auto out = tmp / "logits.npy";
+  const auto r = run_binary("logits --model " + fixture("models/tiny-qwen2-Q8_0.gguf") + " --tokens " + prompt +
+                            " --out " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ours = autoglm::npy::read_f32(out);
+  const auto ref = autoglm::npy::read_f32(fx / "refs/tiny-qwen2-Q8_0.p0.npy");
+  ASSERT_EQ(ours.shape, ref.shape);
+  double max_abs = 0;
+  for (size_t i = 0; i < ref.data.size(); ++i) max_abs = std::max(max_abs, double{std::abs(ours.data[i] - ref.data[i])});
+  EXPECT_LE(max_abs, 0.3);
+}
+
+TEST(Logits, BadInputIsAUsageErrorNotACrash) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const std::string model = fixture("models/tiny-llama-Q4_0.gguf"), out = (tmp / "l.npy").string();
+  const auto bad_id = run_binary("logits --model " + model + " --tokens 1,5000 --out " + out);
+  EXPECT_EQ(bad_id.exit_code, 2);
+  EXPECT_TRUE(contains(bad_id.err, "outside the vocabulary")) << bad_id.err;
+  EXPECT_EQ(run_binary("logits --model " + model + " --tokens 1,,2 --out " + out).exit_code, 2);
+  EXPECT_EQ(run_binary("logits --model " + model + " --tokens 1 --out " + out + " --isa neon").exit_code, 2);
+  write_file(tmp / "vocab-only.gguf", autoglm::test::read_file(fixture("models/tiny-llama-Q4_0.gguf")).substr(0, 4096));
+  EXPECT_EQ(run_binary("logits --model " + (tmp / "vocab-only.gguf").string() + " --tokens 1 --out " + out).exit_code, 1);
 }

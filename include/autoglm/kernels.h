@@ -52,6 +52,9 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
   int size() const;
   // fn(begin, end) over disjoint ranges covering [0, n), each a multiple of `grain` except the last.
+  // A nested run() (from inside fn) or one concurrent with another runs inline on its caller.
+  // fn is not expected to throw; if it does, no further chunks start and the first exception is
+  // rethrown here after every thread has left fn.
   void run(size_t n, size_t grain, const std::function<void(size_t begin, size_t end)>& fn);
 
  private:
@@ -59,6 +62,10 @@ class ThreadPool {
   std::unique_ptr<State> state_;
 };
 
+// Both products: w at least 2-byte aligned (GGUF tensor data is 32-byte aligned); y must not overlap
+// w or x. Each y element is computed by the same code in the same order whatever the pool's size and
+// the batch, so results are bit-identical across thread counts and between matvec and matmul (for a
+// given active_isa(); the scalar and SIMD paths differ in rounding only).
 // y[r] = dot(W[r, :], x) for r < rows. W: `rows` rows of `cols` elements of `type`, each row
 // row_bytes(type, cols) bytes, contiguous. x: cols floats. Rows split across `pool` (may be null).
 void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool);

@@ -14,6 +14,7 @@ void add_verify_command(CLI::App& app, Runner& run);
 void add_deploy_command(CLI::App& app, Runner& run);
 void add_serve_command(CLI::App& app, Runner& run);
 void add_bench_command(CLI::App& app, Runner& run);
+void add_logits_command(CLI::App& app, Runner& run);
 
 // "autoglm-deploy 0.1.0 (commit abc123, CUDA compiled in: yes, sm_80 sm_86 …)"
 std::string version_string();

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   cli::add_check_hardware_command(app, run);
   cli::add_verify_command(app, run);
   cli::add_bench_command(app, run);
+  cli::add_logits_command(app, run);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,124 @@
+// matvec / matmul: the row loop, its split across the thread pool, and the scalar reference dot
+// products. The SIMD dot products live in matmul_avx2.cpp and matmul_avx512.cpp.
+//
+// Determinism: every output element is one row's dot product with one activation vector, computed
+// by the same code in the same order whatever the thread count, the chunking or the batch size;
+// so threaded, single-threaded, matvec and matmul results are bit-identical for a given ISA.
+#include <algorithm>
+#include <cstring>
+
+#include "autoglm/kernels.h"
+#include "blocks.h"
+
+namespace autoglm::kernels {
+namespace {
+
+constexpr size_t kRowGrain = 16;         // rows per scheduling unit (and per cache tile in matmul)
+constexpr size_t kMinParallelMacs = 1u << 16;  // below this a wake-up costs more than it saves
+
+// ---- scalar reference: dequantize a block into a small local array, then multiply-accumulate ----
+
+template <class Block, size_t kElems>
+void row_dot_blocks(const void* row, size_t cols, const float* x, size_t x_stride, size_t nb, float* out) {
+  const auto* blocks = static_cast<const Block*>(row);
+  float acc[kMaxBatchTile] = {};
+  float w[kElems];
+  for (size_t i = 0; i < cols / kElems; ++i) {
+    dequantize_block(blocks[i], w);
+    for (size_t b = 0; b < nb; ++b) {
+      const float* xb = x + b * x_stride + i * kElems;
+      for (size_t j = 0; j < kElems; ++j) acc[b] += w[j] * xb[j];
+    }
+  }
+  std::copy(acc, acc + nb, out);
+}
+
+float load_f32(const void* row, size_t j) {
+  float v = 0;
+  std::memcpy(&v, static_cast<const char*>(row) + j * sizeof(float), sizeof(v));
+  return v;
+}
+float load_f16(const void* row, size_t j) { return f16_to_f32(static_cast<const uint16_t*>(row)[j]); }
+float load_bf16(const void* row, size_t j) { return bf16_to_f32(static_cast<const uint16_t*>(row)[j]); }
+
+template <float (*Load)(const void*, size_t)>
+void row_dot_elements(const void* row, size_t cols, const float* x, size_t x_stride, size_t nb, float* out) {
+  float acc[kMaxBatchTile] = {};
+  for (size_t j = 0; j < cols; ++j) {
+    const float w = Load(row, j);
+    for (size_t b = 0; b < nb; ++b) acc[b] += w * x[b * x_stride + j];
+  }
+  std::copy(acc, acc + nb, out);
+}
+
+RowDot select_row_dot(DType type) {
+  switch (active_isa()) {
+    case Isa::avx512:
+      if (RowDot f = row_dot_avx512(type)) return f;
+      [[fallthrough]];
+    case Isa::avx2:
+      if (RowDot f = row_dot_avx2(type)) return f;
+      [[fallthrough]];
+    case Isa::scalar: break;
+  }
+  return row_dot_scalar(type);
+}
+
+// One matmul call; run_rows computes the outputs of rows [begin, end) for the whole batch.
+struct MatmulJob {
+  RowDot dot;
+  const uint8_t* w;
+  size_t stride;  // bytes per weight row
+  size_t rows, cols, batch;
+  const float* x;
+  float* y;
+
+  // For each tile of kRowGrain rows (kept in L1/L2), each group of up to kMaxBatchTile vectors:
+  // every weight row comes from memory once per call, whatever the batch.
+  void run_rows(size_t begin, size_t end) const {
+    float out[kMaxBatchTile];
+    for (size_t r0 = begin; r0 < end; r0 += kRowGrain) {
+      const size_t r1 = std::min(end, r0 + kRowGrain);
+      for (size_t b0 = 0; b0 < batch; b0 += kMaxBatchTile) {
+        const size_t nb = std::min(kMaxBatchTile, batch - b0);
+        for (size_t r = r0; r < r1; ++r) {
+          dot(w + r * stride, cols, x + b0 * cols, cols, nb, out);
+          for (size_t b = 0; b < nb; ++b) y[(b0 + b) * rows + r] = out[b];
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+RowDot row_dot_scalar(DType type) {
+  switch (type) {
+    case DType::f32: return row_dot_elements<load_f32>;
+    case DType::f16: return row_dot_elements<load_f16>;
+    case DType::bf16: return row_dot_elements<load_bf16>;
+    case DType::q8_0: return row_dot_blocks<BlockQ8_0, kQK>;
+    case DType::q4_0: return row_dot_blocks<BlockQ4_0, kQK>;
+    case DType::q4_k: return row_dot_blocks<BlockQ4K, kQK_K>;
+    case DType::q6_k: return row_dot_blocks<BlockQ6K, kQK_K>;
+  }
+  return nullptr;
+}
+
+void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {
+  matmul(type, w, rows, cols, x, 1, y, pool);
+}
+
+void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
+            ThreadPool* pool) {
+  if (rows == 0 || batch == 0) return;
+  const MatmulJob job{select_row_dot(type), static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols,
+                      batch, x, y};
+  // A lambda holding one pointer fits std::function's inline buffer: no allocation per call.
+  if (pool && pool->size() > 1 && rows > kRowGrain && rows * cols * batch >= kMinParallelMacs)
+    pool->run(rows, kRowGrain, [&job](size_t begin, size_t end) { job.run_rows(begin, end); });
+  else
+    job.run_rows(0, rows);
+}
+
+}  // namespace autoglm::kernels

@@ -1,0 +1,294 @@
+// Quantization with ggml's reference (non-imatrix) algorithms, operation for operation, so a file we
+// quantize is byte-identical to what llama-quantize writes from the same f32 weights. The float
+// expressions keep ggml's evaluation order on purpose; this file is built with -ffp-contract=off so
+// no fused multiply-add changes a rounding.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "autoglm/kernels.h"
+#include "blocks.h"
+
+namespace autoglm::kernels {
+namespace {
+
+constexpr float kGroupMaxEps = 1e-15f;  // ggml's GROUP_MAX_EPS: a group below this is all zero
+
+// Round to nearest, ties to even, via the float adder (ggml's nearest_int; |v| < 2^22).
+int nearest_int(float v) {
+  const float shifted = v + 12582912.f;  // 1.5 * 2^23: the integer lands in the low mantissa bits
+  int32_t i = 0;
+  std::memcpy(&i, &shifted, sizeof(i));
+  return (i & 0x007FFFFF) - 0x00400000;
+}
+
+void quantize_q8_0(const float* x, BlockQ8_0* y, size_t nblocks) {
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    float amax = 0.0f;
+    for (size_t j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;  // from the f32 scale, not the stored f16
+    y[i].d = f32_to_f16(d);
+    for (size_t j = 0; j < kQK; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+  }
+}
+
+void quantize_q4_0(const float* x, BlockQ4_0* y, size_t nblocks) {
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    float amax = 0.0f, max = 0.0f;  // the signed value of largest magnitude maps to -8
+    for (size_t j = 0; j < kQK; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -8;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = f32_to_f16(d);
+    for (size_t j = 0; j < kQK / 2; ++j) {
+      const int q0 = std::min(15, static_cast<int>(x[j] * id + 8.5f));  // truncation of a value >= 0
+      const int q1 = std::min(15, static_cast<int>(x[j + kQK / 2] * id + 8.5f));
+      y[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+  }
+}
+
+// make_qkx2_quants: scale and min for n values with levels 0..nmax, minimizing the weighted squared
+// error; tries iscale = (rmin + rdelta * is + nmax) / (max - min) for is = 0..nstep and refits
+// scale and min by least squares for each. Returns the scale; *the_min receives -min (>= 0).
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
+                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = weights[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    const float w = weights[i];
+    sum_w += w;
+    sum_x += w * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *the_min = -min;
+    return 0.f;
+  }
+  float iscale = static_cast<float>(nmax) / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = nearest_int(iscale * (x[i] - min));
+    L[i] = static_cast<uint8_t>(std::clamp(l, 0, nmax));
+    const float diff = scale * L[i] + min - x[i];
+    best_error += weights[i] * (diff * diff);
+  }
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * (x[i] - min)), 0, nmax);
+      Laux[i] = static_cast<uint8_t>(l);
+      const float w = weights[i];
+      const auto fl = static_cast<float>(l);
+      sum_l += w * fl;
+      sum_l2 += w * fl * fl;
+      sum_xl += w * fl * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (D > 0) {
+      float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+      float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+      if (this_min > 0) {
+        this_min = 0;
+        this_scale = sum_xl / sum_l2;
+      }
+      float cur_error = 0;
+      for (int i = 0; i < n; ++i) {
+        const float diff = this_scale * Laux[i] + this_min - x[i];
+        cur_error += weights[i] * (diff * diff);
+      }
+      if (cur_error < best_error) {
+        std::copy(Laux, Laux + n, L);
+        best_error = cur_error;
+        scale = this_scale;
+        min = this_min;
+      }
+    }
+  }
+  *the_min = -min;
+  return scale;
+}
+
+// make_qx_quants with rmse_type 1 (weights x^2): symmetric levels -nmax..nmax-1 stored as 0..2nmax-1;
+// tries iscale = -(nmax + 0.1 is) / max for is = -9..9 and keeps the least-squares best.
+float make_qx_quants_rmse1(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = static_cast<float>(-nmax) / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = static_cast<int8_t>(l + nmax);
+    const float w = x[i] * x[i];
+    const auto fl = static_cast<float>(l);
+    sumlx += w * x[i] * fl;
+    suml2 += w * fl * fl;
+  }
+  float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / max;
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+      const float w = x[i] * x[i];
+      const auto fl = static_cast<float>(l);
+      sumlx += w * x[i] * fl;
+      suml2 += w * fl * fl;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (int i = 0; i < n; ++i)
+        L[i] = static_cast<int8_t>(nmax + std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Packs sub-block j's 6-bit scale and min into the 12 scale bytes (inverse of q4k_scale_min).
+void q4k_pack_scale_min(size_t j, uint8_t ls, uint8_t lm, uint8_t* scales) {
+  if (j < 4) {
+    scales[j] = ls;
+    scales[j + 4] = lm;
+  } else {
+    scales[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+    scales[j - 4] = static_cast<uint8_t>(scales[j - 4] | ((ls >> 4) << 6));
+    scales[j] = static_cast<uint8_t>(scales[j] | ((lm >> 4) << 6));
+  }
+}
+
+void quantize_q4_k(const float* x, BlockQ4K* y, size_t nblocks) {
+  uint8_t L[kQK_K], Laux[32];
+  float weights[32], mins[8], scales[8];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    // Per sub-block of 32: the best (scale, min), weighting each value by rms + |x|.
+    float max_scale = 0, max_min = 0;
+    for (size_t j = 0; j < 8; ++j) {
+      const float* xs = x + 32 * j;
+      float sum_x2 = 0;
+      for (size_t l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+      const float av_x = std::sqrt(sum_x2 / 32);
+      for (size_t l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xs[l]);
+      scales[j] = make_qkx2_quants(32, 15, xs, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    // The scales and mins themselves, as 6-bit multiples of d and dmin.
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    std::memset(y[i].scales, 0, sizeof(y[i].scales));
+    for (size_t j = 0; j < 8; ++j) {
+      const auto ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
+      const auto lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+      q4k_pack_scale_min(j, ls, lm, y[i].scales);
+    }
+    y[i].d = f32_to_f16(max_scale / 63.f);
+    y[i].dmin = f32_to_f16(max_min / 63.f);
+    // Requantize against the scales as stored.
+    for (size_t j = 0; j < 8; ++j) {
+      uint8_t sc = 0, m = 0;
+      q4k_scale_min(j, y[i].scales, sc, m);
+      const float d = f16_to_f32(y[i].d) * sc;
+      if (d == 0.0f) continue;
+      const float dm = f16_to_f32(y[i].dmin) * m;
+      for (size_t l = 0; l < 32; ++l)
+        L[32 * j + l] = static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + l] + dm) / d), 0, 15));
+    }
+    for (size_t g = 0; g < 4; ++g)
+      for (size_t l = 0; l < 32; ++l)
+        y[i].qs[32 * g + l] = static_cast<uint8_t>(L[64 * g + l] | (L[64 * g + 32 + l] << 4));
+  }
+}
+
+void quantize_q6_k(const float* x, BlockQ6K* y, size_t nblocks) {
+  int8_t L[kQK_K];
+  float scales[16];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    float max_scale = 0, max_abs_scale = 0;
+    for (size_t j = 0; j < 16; ++j) {
+      scales[j] = make_qx_quants_rmse1(16, 32, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    if (max_abs_scale < kGroupMaxEps) {
+      std::memset(&y[i], 0, sizeof(BlockQ6K));
+      continue;
+    }
+    // 8-bit signed sub-block scales; the largest maps to -128 (so d may be negative).
+    const float iscale = -128.f / max_scale;
+    y[i].d = f32_to_f16(1 / iscale);
+    for (size_t j = 0; j < 16; ++j)
+      y[i].scales[j] = static_cast<int8_t>(std::min(127, nearest_int(iscale * scales[j])));
+    for (size_t j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y[i].d) * y[i].scales[j];
+      if (d == 0.0f) continue;
+      for (size_t l = 0; l < 16; ++l)
+        L[16 * j + l] = static_cast<int8_t>(std::clamp(nearest_int(x[16 * j + l] / d), -32, 31) + 32);
+    }
+    // Pack: see q6k_value for the layout.
+    for (size_t half = 0; half < 2; ++half) {
+      const int8_t* Lh = L + 128 * half;
+      uint8_t* ql = y[i].ql + 64 * half;
+      uint8_t* qh = y[i].qh + 32 * half;
+      for (size_t l = 0; l < 32; ++l) {
+        ql[l] = static_cast<uint8_t>((Lh[l] & 0xF) | ((Lh[l + 64] & 0xF) << 4));
+        ql[l + 32] = static_cast<uint8_t>((Lh[l + 32] & 0xF) | ((Lh[l + 96] & 0xF) << 4));
+        qh[l] = static_cast<uint8_t>((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) |
+                                     ((Lh[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_row(DType type, const float* src, void* dst, size_t n) {
+  const size_t nblocks = n / dtype_info(type).block_size;
+  (void)row_bytes(type, n);  // validates n
+  switch (type) {
+    case DType::f32: std::memcpy(dst, src, n * sizeof(float)); return;
+    case DType::f16: {
+      auto* h = static_cast<uint16_t*>(dst);
+      if (active_isa() >= Isa::avx2) return f32_to_f16_row_f16c(src, h, n);
+      for (size_t i = 0; i < n; ++i) h[i] = f32_to_f16(src[i]);
+      return;
+    }
+    case DType::bf16: {
+      auto* h = static_cast<uint16_t*>(dst);
+      for (size_t i = 0; i < n; ++i) h[i] = f32_to_bf16(src[i]);
+      return;
+    }
+    case DType::q8_0: return quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), nblocks);
+    case DType::q4_0: return quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), nblocks);
+    case DType::q4_k: return quantize_q4_k(src, static_cast<BlockQ4K*>(dst), nblocks);
+    case DType::q6_k: return quantize_q6_k(src, static_cast<BlockQ6K*>(dst), nblocks);
+  }
+}
+
+}  // namespace autoglm::kernels

@@ -1,0 +1,198 @@
+// Kernel throughput. Decode is a matvec over every weight once per token, so it is bound by memory
+// bandwidth: the figure that matters is bytes of weights read per second against what the machine
+// can stream at all (BM_memory_read, a plain sum over the same amount of memory).
+//
+//   memory_read/threads:T             sum of a AUTOGLM_BENCH_MB buffer (default 1024 MiB) on T threads
+//   matvec/TYPE/ISA/threads:T         one matvec over an AUTOGLM_BENCH_MB weight matrix, 8192 columns
+//   matmul/TYPE/batch:B/threads:T     4096 x 4096 weights times B vectors (prefill), best ISA; items = flops
+//
+// bytes_per_second is weight bytes (Google Benchmark prints it in GiB/s as "G/s").
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "autoglm/kernels.h"
+
+namespace {
+
+namespace k = autoglm::kernels;
+
+size_t set_bytes() {
+  const char* v = std::getenv("AUTOGLM_BENCH_MB");
+  return (v && *v ? std::strtoull(v, nullptr, 10) : 1024) << 20;
+}
+
+int max_threads() { return static_cast<int>(std::max(2u, std::thread::hardware_concurrency())); }
+
+// ---- memory read bandwidth: the ceiling for a matvec ----
+
+uint64_t sum_words(const uint64_t* p, size_t n) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: the loop vectorizes and never waits on an add
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += p[i];
+    s1 += p[i + 1];
+    s2 += p[i + 2];
+    s3 += p[i + 3];
+  }
+  for (; i < n; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+
+void BM_memory_read(benchmark::State& state) {
+  static std::vector<uint64_t> buffer = [] {
+    std::vector<uint64_t> b(set_bytes() / 8);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = i;  // touch every page before timing
+    return b;
+  }();
+  k::ThreadPool pool(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    std::atomic<uint64_t> total{0};
+    pool.run(buffer.size(), size_t{1} << 17, [&](size_t begin, size_t end) {
+      total.fetch_add(sum_words(buffer.data() + begin, end - begin), std::memory_order_relaxed);
+    });
+    benchmark::DoNotOptimize(total.load());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * buffer.size() * 8));
+}
+
+// ---- weights: random blocks with sane scales, a 64 MiB pattern repeated (beyond any cache) ----
+
+std::vector<uint8_t> make_weights(k::DType type, size_t rows, size_t cols) {
+  const size_t rb = k::row_bytes(type, cols);
+  const size_t pattern_rows = std::min(rows, std::max<size_t>(1, (size_t{64} << 20) / rb));
+  std::vector<uint8_t> w(rows * rb);
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> row(cols);
+  const k::DTypeInfo& info = k::dtype_info(type);
+  if (info.block_size == 1 || type == k::DType::q8_0 || type == k::DType::q4_0) {
+    for (size_t r = 0; r < pattern_rows; ++r) {  // these quantize fast enough to use real values
+      for (float& f : row) f = normal(rng);
+      k::quantize_row(type, row.data(), w.data() + r * rb, cols);
+    }
+  } else {
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (size_t i = 0; i < pattern_rows * rb; ++i) w[i] = static_cast<uint8_t>(byte(rng));
+    const uint16_t d = k::f32_to_f16(0.001f);
+    for (size_t b = 0; b < pattern_rows * rb / info.block_bytes; ++b) {
+      uint8_t* blk = w.data() + b * info.block_bytes;
+      const size_t at = type == k::DType::q6_k ? 208 : 0;
+      std::memcpy(blk + at, &d, 2);
+      if (type == k::DType::q4_k) std::memcpy(blk + 2, &d, 2);
+    }
+  }
+  for (size_t r = pattern_rows; r < rows; r += pattern_rows) {
+    const size_t n = std::min(pattern_rows, rows - r);
+    std::memcpy(w.data() + r * rb, w.data(), n * rb);
+  }
+  return w;
+}
+
+// The large matrix of the current type; rebuilt when a benchmark of another type starts.
+struct BigMatrix {
+  k::DType type = k::DType::f32;
+  size_t rows = 0, cols = 8192;
+  std::vector<uint8_t> w;
+
+  static BigMatrix& of(k::DType type) {
+    static BigMatrix m;
+    if (m.w.empty() || m.type != type) {
+      m.w.clear();
+      m.w.shrink_to_fit();
+      m.type = type;
+      m.rows = set_bytes() / k::row_bytes(type, m.cols);
+      m.w = make_weights(type, m.rows, m.cols);
+    }
+    return m;
+  }
+};
+
+void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, int threads) {
+  if (isa > k::detected_isa()) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return;
+  }
+  const BigMatrix& m = BigMatrix::of(type);
+  std::vector<float> x(m.cols), y(m.rows);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  for (float& v : x) v = normal(rng);
+  k::ThreadPool pool(threads);
+  k::set_isa(isa);
+  for (auto _ : state) {
+    k::matvec(type, m.w.data(), m.rows, m.cols, x.data(), y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  k::set_isa(k::detected_isa());
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * m.w.size()));
+}
+
+void BM_matmul(benchmark::State& state, k::DType type, size_t batch, int threads) {
+  constexpr size_t rows = 4096, cols = 4096;
+  static k::DType built_type = k::DType::f32;
+  static std::vector<uint8_t> w;
+  if (w.empty() || built_type != type) {
+    w = make_weights(type, rows, cols);
+    built_type = type;
+  }
+  std::vector<float> x(batch * cols), y(batch * rows);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  for (float& v : x) v = normal(rng);
+  k::ThreadPool pool(threads);
+  for (auto _ : state) {
+    k::matmul(type, w.data(), rows, cols, x.data(), batch, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 2 * rows * cols * batch));  // flops
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * w.size()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int threads_max = max_threads();
+  benchmark::RegisterBenchmark("memory_read", BM_memory_read)
+      ->ArgName("threads")
+      ->DenseRange(1, threads_max, 1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  const k::DType types[] = {k::DType::q8_0, k::DType::q4_0, k::DType::q4_k, k::DType::q6_k,
+                            k::DType::f16,  k::DType::bf16, k::DType::f32};
+  const k::Isa isas[] = {k::Isa::scalar, k::Isa::avx2, k::Isa::avx512};
+  for (k::DType type : types) {
+    for (k::Isa isa : isas) {
+      for (int threads = 1; threads <= threads_max; ++threads) {
+        const std::string name = std::string("matvec/") + k::dtype_info(type).name + "/" + k::isa_name(isa) +
+                                 "/threads:" + std::to_string(threads);
+        benchmark::RegisterBenchmark(name.c_str(), BM_matvec, type, isa, threads)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+  for (k::DType type : {k::DType::q8_0, k::DType::q4_0, k::DType::q4_k, k::DType::q6_k, k::DType::f16}) {
+    for (size_t batch : {1, 4, 16, 64}) {
+      const std::string name = std::string("matmul/") + k::dtype_info(type).name + "/batch:" +
+                               std::to_string(batch) + "/threads:" + std::to_string(threads_max);
+      benchmark::RegisterBenchmark(name.c_str(), BM_matmul, type, batch, threads_max)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

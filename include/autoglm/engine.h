@@ -1,0 +1,88 @@
+#pragma once
+// The CPU inference engine: a paged KV cache and a forward step over a batch of sequences at
+// different positions, driven by the model's ArchConfig (one decoder for every family).
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "autoglm/kernels.h"
+#include "autoglm/model.h"
+
+namespace autoglm::engine {
+
+// Fixed-size blocks of KV slots, handed to sequences from one shared pool (f16 storage).
+class KvCache {
+ public:
+  // One sequence's view of the cache: its blocks, in position order, and how many positions it holds.
+  struct Sequence {
+    std::vector<uint32_t> blocks;
+    size_t length = 0;
+  };
+
+  KvCache(const model::ArchConfig& config, size_t n_blocks, size_t block_size);
+  // Makes room for `length` positions; false (and nothing allocated) when the pool is too small.
+  bool reserve(Sequence& seq, size_t length);
+  void release(Sequence& seq);
+  size_t free_blocks() const { return free_.size(); }
+  size_t total_blocks() const { return n_blocks_; }
+  size_t block_size() const { return block_size_; }
+
+  // The K or V row (n_kv_heads * head_dim values) of `layer` at position `pos` of `seq`.
+  uint16_t* k_row(const Sequence& seq, size_t layer, size_t pos) { return row(k_, seq, layer, pos); }
+  uint16_t* v_row(const Sequence& seq, size_t layer, size_t pos) { return row(v_, seq, layer, pos); }
+
+ private:
+  uint16_t* row(std::vector<uint16_t>& store, const Sequence& seq, size_t layer, size_t pos);
+
+  size_t n_blocks_, block_size_, row_size_;
+  std::vector<uint16_t> k_, v_;   // [layer][block][slot][row_size]
+  std::vector<uint32_t> free_;
+};
+
+struct EngineOptions {
+  int threads = 0;                // 0: one per hardware thread
+  size_t max_step_tokens = 512;   // tokens in one step across the batch (the prefill chunk)
+};
+
+// One sequence's part of a step: append `tokens` at its current length.
+struct StepItem {
+  KvCache::Sequence* seq = nullptr;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;        // logits for every token (else only for the last)
+};
+
+class Engine {
+ public:
+  Engine(const model::Model& model, KvCache& cache, EngineOptions options = {});
+
+  // Runs the decoder over every item's tokens in one pass (each weight read once per step) and
+  // writes logits, item by item: all positions or only the last, vocab_size floats each. The
+  // caller reserves KV space first. Throws Error on a token id outside the vocabulary.
+  void step(std::span<StepItem> batch, std::vector<float>& logits);
+
+  // Convenience: evaluates a whole prompt for one sequence in chunks of max_step_tokens and
+  // returns the logits at every position, [tokens.size()][vocab_size].
+  std::vector<float> eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens);
+
+  const model::ArchConfig& config() const { return model_.config; }
+  kernels::ThreadPool& pool() { return pool_; }
+
+ private:
+  struct Token {            // where a row of the step's activations lives
+    KvCache::Sequence* seq;
+    size_t pos;
+  };
+  void ensure_buffers(size_t n);
+  void attention(size_t layer, size_t n);
+  void ffn(const model::Layer& l, size_t n);
+
+  const model::Model& model_;
+  KvCache& cache_;
+  EngineOptions options_;
+  kernels::ThreadPool pool_;
+  std::vector<Token> tokens_;
+  // Activations, [n][...] row-major; grown once to the largest step seen, never in the token loop.
+  std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_up_, act_, logits_in_;
+};
+
+}  // namespace autoglm::engine

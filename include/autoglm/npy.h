@@ -1,0 +1,22 @@
+#pragma once
+// NumPy .npy files (format 1.0) of little-endian float32: the logits the `logits` command writes
+// and the reference logits the tests read.
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <vector>
+
+#include "autoglm/error.h"
+
+namespace autoglm::npy {
+
+struct ArrayF32 {
+  std::vector<uint64_t> shape;
+  std::vector<float> data;  // row-major
+};
+
+// Throws Error naming the file when it is not a C-order '<f4' array or is truncated.
+ArrayF32 read_f32(const std::filesystem::path& path);
+void write_f32(const std::filesystem::path& path, std::span<const float> data, std::span<const uint64_t> shape);
+
+}  // namespace autoglm::npy

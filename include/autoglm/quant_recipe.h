@@ -1,0 +1,21 @@
+#pragma once
+// Which weight type each tensor gets when a model is quantized to a target type, following
+// llama.cpp's quantize so our files and theirs agree tensor for tensor.
+#include <cstdint>
+#include <string>
+
+#include "autoglm/kernels.h"
+
+namespace autoglm::model {
+
+// True for the layers whose attn_v / ffn_down llama.cpp's Q4_K_M keeps at Q6_K
+// (the first and last eighth, and every third layer between).
+bool use_more_bits(uint32_t layer, uint32_t n_layers);
+
+// The type of the 2-D tensor `gguf_name` ("output.weight", "blk.3.attn_v.weight") when the model is
+// quantized to `target`: 4-bit targets keep the output projection (the token embedding when it
+// is tied) at Q6_K; q4_k is the Q4_K_M recipe, which also keeps use_more_bits() layers' attn_v and
+// ffn_down at Q6_K. Other targets apply to every matrix.
+kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied);
+
+}  // namespace autoglm::model

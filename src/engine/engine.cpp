@@ -1,0 +1,220 @@
+// The forward pass: one decoder for every family, its variations read from ArchConfig.
+#include <cmath>
+#include <fmt/format.h>
+
+#include "autoglm/engine.h"
+
+namespace autoglm::engine {
+namespace {
+
+using kernels::matmul;
+
+void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) {
+  double ss = 0;
+  for (size_t i = 0; i < d; ++i) ss += double{x[i]} * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+  for (size_t i = 0; i < d; ++i) y[i] = x[i] * scale * w[i];
+}
+
+// Rotates the first rope_dims dims of each head by position-dependent angles; the rest pass through.
+void rope(float* v, size_t n_heads, const model::ArchConfig& c, size_t pos) {
+  const size_t half = c.rope_dims / 2;
+  for (size_t h = 0; h < n_heads; ++h) {
+    float* p = v + h * c.head_dim;
+    for (size_t i = 0; i < half; ++i) {
+      const double theta = static_cast<double>(pos) * std::pow(double{c.rope_base}, -2.0 * static_cast<double>(i) / c.rope_dims);
+      const float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
+      const size_t a = c.rope_style == model::RopeStyle::adjacent ? 2 * i : i;
+      const size_t b = c.rope_style == model::RopeStyle::adjacent ? 2 * i + 1 : i + half;
+      const float x0 = p[a], x1 = p[b];
+      p[a] = x0 * cs - x1 * sn;
+      p[b] = x0 * sn + x1 * cs;
+    }
+  }
+}
+
+void add_bias(float* y, const std::vector<float>& bias, size_t n) {
+  if (bias.empty()) return;
+  const size_t m = bias.size();
+  for (size_t t = 0; t < n; ++t)
+    for (size_t i = 0; i < m; ++i) y[t * m + i] += bias[i];
+}
+
+void to_f16(const float* src, uint16_t* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = kernels::f32_to_f16(src[i]);
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+}  // namespace
+
+Engine::Engine(const model::Model& model, KvCache& cache, EngineOptions options)
+    : model_(model), cache_(cache), options_(options), pool_(options.threads) {
+  ensure_buffers(options_.max_step_tokens);
+}
+
+void Engine::ensure_buffers(size_t n) {
+  const model::ArchConfig& c = model_.config;
+  const size_t q = size_t{c.n_heads} * c.head_dim, kv = size_t{c.n_kv_heads} * c.head_dim;
+  if (x_.size() >= n * c.d_model) return;
+  x_.resize(n * c.d_model);
+  h_.resize(n * c.d_model);
+  q_.resize(n * q);
+  k_.resize(n * kv);
+  v_.resize(n * kv);
+  att_.resize(n * q);
+  proj_.resize(n * c.d_model);
+  gate_up_.resize(n * 2 * c.ffn_dim);
+  act_.resize(n * c.ffn_dim);
+  logits_in_.resize(n * c.d_model);
+  tokens_.reserve(n);
+}
+
+// Causal attention of every token of the step over its sequence's cache, with an online softmax:
+// the scores are never written out.
+void Engine::attention(size_t layer, size_t n) {
+  const model::ArchConfig& c = model_.config;
+  const size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, qdim = size_t{c.n_heads} * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  pool_.run(n * c.n_heads, 1, [&](size_t begin, size_t end) {
+    std::vector<float> acc(hd);
+    for (size_t job = begin; job < end; ++job) {
+      const size_t t = job / c.n_heads, h = job % c.n_heads, kvh = h / group;
+      const Token& tok = tokens_[t];
+      const float* q = q_.data() + t * qdim + h * hd;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      float max_score = -INFINITY, sum = 0;
+      for (size_t p = 0; p <= tok.pos; ++p) {
+        const uint16_t* k = cache_.k_row(*tok.seq, layer, p) + kvh * hd;
+        float score = 0;
+        for (size_t i = 0; i < hd; ++i) score += q[i] * kernels::f16_to_f32(k[i]);
+        score *= scale;
+        if (score > max_score) {
+          const float correction = std::exp(max_score - score);
+          for (float& a : acc) a *= correction;
+          sum *= correction;
+          max_score = score;
+        }
+        const float w = std::exp(score - max_score);
+        sum += w;
+        const uint16_t* v = cache_.v_row(*tok.seq, layer, p) + kvh * hd;
+        for (size_t i = 0; i < hd; ++i) acc[i] += w * kernels::f16_to_f32(v[i]);
+      }
+      float* out = att_.data() + t * qdim + h * hd;
+      for (size_t i = 0; i < hd; ++i) out[i] = acc[i] / sum;
+    }
+  });
+}
+
+void Engine::ffn(const model::Layer& l, size_t n) {
+  const model::ArchConfig& c = model_.config;
+  const size_t f = c.ffn_dim;
+  if (c.fused_gate_up) {
+    matmul(l.w_up.type, l.w_up.data, 2 * f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
+    for (size_t t = 0; t < n; ++t) {
+      const float* gu = gate_up_.data() + t * 2 * f;
+      for (size_t i = 0; i < f; ++i) act_[t * f + i] = silu(gu[i]) * gu[f + i];
+    }
+  } else {
+    matmul(l.w_gate.type, l.w_gate.data, f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
+    matmul(l.w_up.type, l.w_up.data, f, c.d_model, h_.data(), n, act_.data(), &pool_);
+    for (size_t i = 0; i < n * f; ++i) act_[i] *= silu(gate_up_[i]);
+  }
+  matmul(l.w_down.type, l.w_down.data, c.d_model, f, act_.data(), n, proj_.data(), &pool_);
+}
+
+void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
+  const model::ArchConfig& c = model_.config;
+  const size_t d = c.d_model, qdim = size_t{c.n_heads} * c.head_dim, kvdim = size_t{c.n_kv_heads} * c.head_dim;
+
+  // the step's tokens: which sequence and position each row of the activations belongs to
+  tokens_.clear();
+  size_t n_logits = 0;
+  for (StepItem& item : batch) {
+    if (item.seq->blocks.size() * cache_.block_size() < item.seq->length + item.tokens.size())
+      throw Error(kExitCheckFailed, "engine: KV cache space was not reserved for the step");
+    for (size_t j = 0; j < item.tokens.size(); ++j) tokens_.push_back({item.seq, item.seq->length + j});
+    n_logits += item.tokens.empty() ? 0 : item.all_logits ? item.tokens.size() : 1;
+  }
+  const size_t n = tokens_.size();
+  ensure_buffers(n);
+
+  // token embeddings
+  size_t t = 0;
+  for (const StepItem& item : batch) {
+    for (int32_t id : item.tokens) {
+      if (id < 0 || static_cast<uint32_t>(id) >= c.vocab_size)
+        throw Error(kExitUsage, fmt::format("token id {} is outside the vocabulary (0..{})", id, c.vocab_size - 1));
+      kernels::dequantize_row(model_.token_embd.type, model_.token_embd.row(static_cast<size_t>(id)), x_.data() + t * d, d);
+      ++t;
+    }
+  }
+
+  for (size_t li = 0; li < c.n_layers; ++li) {
+    const model::Layer& l = model_.layers[li];
+    // attention rmsnorm
+    for (size_t i = 0; i < n; ++i) rmsnorm(x_.data() + i * d, l.attn_norm.data(), h_.data() + i * d, d, c.rms_eps);
+    // qkv projections (+ bias)
+    matmul(l.wq.type, l.wq.data, qdim, d, h_.data(), n, q_.data(), &pool_);
+    matmul(l.wk.type, l.wk.data, kvdim, d, h_.data(), n, k_.data(), &pool_);
+    matmul(l.wv.type, l.wv.data, kvdim, d, h_.data(), n, v_.data(), &pool_);
+    add_bias(q_.data(), l.bq, n);
+    add_bias(k_.data(), l.bk, n);
+    add_bias(v_.data(), l.bv, n);
+    // RoPE on q and k, then k and v into the cache
+    for (size_t i = 0; i < n; ++i) {
+      rope(q_.data() + i * qdim, c.n_heads, c, tokens_[i].pos);
+      rope(k_.data() + i * kvdim, c.n_kv_heads, c, tokens_[i].pos);
+      to_f16(k_.data() + i * kvdim, cache_.k_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
+      to_f16(v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
+    }
+    // multi-head attention, output projection
+    attention(li, n);
+    matmul(l.wo.type, l.wo.data, d, qdim, att_.data(), n, proj_.data(), &pool_);
+    // post-attention norm (GLM-4), residual
+    for (size_t i = 0; i < n; ++i) {
+      float* p = proj_.data() + i * d;
+      if (c.post_norms) rmsnorm(p, l.post_attn_norm.data(), p, d, c.rms_eps);
+      for (size_t j = 0; j < d; ++j) x_[i * d + j] += p[j];
+    }
+    // ffn rmsnorm, SwiGLU FFN
+    for (size_t i = 0; i < n; ++i) rmsnorm(x_.data() + i * d, l.ffn_norm.data(), h_.data() + i * d, d, c.rms_eps);
+    ffn(l, n);
+    // post-FFN norm (GLM-4), residual
+    for (size_t i = 0; i < n; ++i) {
+      float* p = proj_.data() + i * d;
+      if (c.post_norms) rmsnorm(p, l.post_ffn_norm.data(), p, d, c.rms_eps);
+      for (size_t j = 0; j < d; ++j) x_[i * d + j] += p[j];
+    }
+  }
+
+  // final rmsnorm of the rows that need logits, output projection
+  size_t row = 0, m = 0;
+  for (StepItem& item : batch) {
+    const size_t count = item.tokens.size();
+    for (size_t j = item.all_logits ? 0 : count - std::min<size_t>(count, 1); j < count; ++j)
+      rmsnorm(x_.data() + (row + j) * d, model_.output_norm.data(), logits_in_.data() + m++ * d, d, c.rms_eps);
+    row += count;
+    item.seq->length += count;
+  }
+  logits.resize(n_logits * c.vocab_size);
+  matmul(model_.output.type, model_.output.data, c.vocab_size, d, logits_in_.data(), n_logits, logits.data(), &pool_);
+}
+
+std::vector<float> Engine::eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens) {
+  const size_t vocab = model_.config.vocab_size;
+  std::vector<float> all, chunk_logits;
+  all.reserve(tokens.size() * vocab);
+  for (size_t begin = 0; begin < tokens.size(); begin += options_.max_step_tokens) {
+    const size_t count = std::min(options_.max_step_tokens, tokens.size() - begin);
+    if (!cache_.reserve(seq, seq.length + count))
+      throw Error(kExitCheckFailed, fmt::format("KV cache full: {} positions do not fit in {} blocks of {}",
+                                                seq.length + count, cache_.total_blocks(), cache_.block_size()));
+    StepItem item{&seq, tokens.subspan(begin, count), true};
+    step(std::span<StepItem>(&item, 1), chunk_logits);
+    all.insert(all.end(), chunk_logits.begin(), chunk_logits.end());
+  }
+  return all;
+}
+
+}  // namespace autoglm::engine

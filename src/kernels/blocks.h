@@ -1,0 +1,126 @@
+#pragma once
+// Internal to the kernels module: the ggml block layouts (byte-exact with ggml-common.h) and the
+// per-ISA row-dot entry points that matmul.cpp dispatches to.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "autoglm/kernels.h"
+
+namespace autoglm::kernels {
+
+constexpr size_t kQK = 32;    // elements per Q8_0 / Q4_0 block
+constexpr size_t kQK_K = 256; // elements per K-quant super-block
+
+// x = d * q
+struct BlockQ8_0 {
+  uint16_t d;     // f16 scale
+  int8_t qs[32];
+};
+// x = d * (q - 8); element j (j < 16) is the low nibble of qs[j], element j + 16 the high nibble.
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+// 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j], with 6-bit sc/m packed in `scales`.
+// qs[32 * g + l]: low nibble is element 64 * g + l, high nibble element 64 * g + 32 + l.
+struct BlockQ4K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[128];
+};
+// 16 sub-blocks of 16: x = d * scales[j] * (q - 32), q 6-bit: 4 low bits in ql, 2 high bits in qh.
+struct BlockQ6K {
+  uint8_t ql[128];
+  uint8_t qh[64];
+  int8_t scales[16];
+  uint16_t d;
+};
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ6K) == 210);
+
+// 6-bit scale and min of sub-block j (0..7) of a Q4_K block: j < 4 sit in the low 6 bits of bytes
+// j and j + 4; j >= 4 are split into a nibble in byte j + 4 and the top 2 bits of bytes j - 4 / j.
+inline void q4k_scale_min(size_t j, const uint8_t* scales, uint8_t& sc, uint8_t& m) {
+  if (j < 4) {
+    sc = scales[j] & 63;
+    m = scales[j + 4] & 63;
+  } else {
+    sc = static_cast<uint8_t>((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4));
+    m = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// All eight scales (out[0..7]) and mins (out[8..15]) at once, with 32-bit word operations: the
+// same unpacking as q4k_scale_min, for the SIMD paths where eight scalar decodes would dominate.
+inline void q4k_unpack_scales(const uint8_t* scales, uint8_t* out) {
+  uint32_t w[3];
+  std::memcpy(w, scales, sizeof(w));
+  const uint32_t sc_hi = (w[2] & 0x0F0F0F0F) | ((w[0] >> 2) & 0x30303030);  // (byte >> 6) << 4, per byte
+  const uint32_t m_hi = ((w[2] >> 4) & 0x0F0F0F0F) | ((w[1] >> 2) & 0x30303030);
+  const uint32_t unpacked[4] = {w[0] & 0x3F3F3F3F, sc_hi, w[1] & 0x3F3F3F3F, m_hi};
+  std::memcpy(out, unpacked, sizeof(unpacked));
+}
+
+// The 6-bit value of element e (0..255) of a Q6_K block, 0..63 (subtract 32 for the signed value).
+// Each half of 128 has 64 bytes of ql and 32 of qh; element l + 32 * k of a half (l < 32, k < 4)
+// takes nibble k / 2 of ql[l + 32 * (k % 2)] and bits 2k..2k+1 of qh[l].
+inline int q6k_value(const BlockQ6K& b, size_t e) {
+  const size_t half = e / 128, k = (e % 128) / 32, l = e % 32;
+  const uint8_t ql = b.ql[64 * half + l + 32 * (k % 2)];
+  const uint8_t qh = b.qh[32 * half + l];
+  const int low = (k < 2) ? (ql & 0xF) : (ql >> 4);
+  return low | (((qh >> (2 * k)) & 3) << 4);
+}
+
+float f16_to_f32(uint16_t h);
+
+// One block to floats: the definition of each format (the SIMD kernels must agree with these).
+inline void dequantize_block(const BlockQ8_0& b, float* y) {
+  const float d = f16_to_f32(b.d);
+  for (size_t j = 0; j < kQK; ++j) y[j] = d * static_cast<float>(b.qs[j]);
+}
+
+inline void dequantize_block(const BlockQ4_0& b, float* y) {
+  const float d = f16_to_f32(b.d);
+  for (size_t j = 0; j < kQK / 2; ++j) {
+    y[j] = d * static_cast<float>((b.qs[j] & 0xF) - 8);
+    y[j + kQK / 2] = d * static_cast<float>((b.qs[j] >> 4) - 8);
+  }
+}
+
+inline void dequantize_block(const BlockQ4K& b, float* y) {
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+  for (size_t j = 0; j < 8; ++j) {  // sub-block j: nibble j % 2 of qs[32 * (j / 2) + l]
+    uint8_t sc = 0, m = 0;
+    q4k_scale_min(j, b.scales, sc, m);
+    const float scale = d * sc, min = dmin * m;
+    const uint8_t* q = b.qs + 32 * (j / 2);
+    for (size_t l = 0; l < 32; ++l) {
+      const int v = (j % 2 == 0) ? (q[l] & 0xF) : (q[l] >> 4);
+      y[32 * j + l] = scale * static_cast<float>(v) - min;
+    }
+  }
+}
+
+inline void dequantize_block(const BlockQ6K& b, float* y) {
+  const float d = f16_to_f32(b.d);
+  for (size_t e = 0; e < kQK_K; ++e)
+    y[e] = d * static_cast<float>(b.scales[e / 16]) * static_cast<float>(q6k_value(b, e) - 32);
+}
+
+// out[b] = dot(row, x + b * x_stride) for b < nb (1..kMaxBatchTile); `cols` elements in the row.
+// Each vector's sum is computed the same way whatever nb is, so results do not depend on batch.
+using RowDot = void (*)(const void* row, size_t cols, const float* x, size_t x_stride, size_t nb, float* out);
+constexpr size_t kMaxBatchTile = 4;
+
+RowDot row_dot_scalar(DType type);
+RowDot row_dot_avx2(DType type);    // nullptr when this build has no x86 SIMD path
+RowDot row_dot_avx512(DType type);
+
+// Bulk f16 <-> f32 with F16C (only called when the CPU has it).
+void f16_to_f32_row_f16c(const uint16_t* src, float* dst, size_t n);
+void f32_to_f16_row_f16c(const float* src, uint16_t* dst, size_t n);
+
+}  // namespace autoglm::kernels

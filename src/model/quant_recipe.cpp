@@ -1,0 +1,38 @@
+#include "autoglm/quant_recipe.h"
+
+#include <charconv>
+
+namespace autoglm::model {
+namespace {
+
+bool is_four_bit(kernels::DType t) { return t == kernels::DType::q4_0 || t == kernels::DType::q4_k; }
+
+// "blk.12.attn_v.weight" -> 12 and "attn_v.weight"; false for names outside a block.
+bool split_block_name(const std::string& name, uint32_t& layer, std::string& part) {
+  if (name.rfind("blk.", 0) != 0) return false;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string::npos) return false;
+  auto [ptr, ec] = std::from_chars(name.data() + 4, name.data() + dot, layer);
+  if (ec != std::errc() || ptr != name.data() + dot) return false;
+  part = name.substr(dot + 1);
+  return true;
+}
+
+}  // namespace
+
+bool use_more_bits(uint32_t layer, uint32_t n_layers) {
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied) {
+  if (!is_four_bit(target)) return target;
+  if (gguf_name == "output.weight" || (tied && gguf_name == "token_embd.weight")) return kernels::DType::q6_k;
+  uint32_t layer = 0;
+  std::string part;
+  if (target == kernels::DType::q4_k && split_block_name(gguf_name, layer, part) &&
+      (part == "attn_v.weight" || part == "ffn_down.weight") && use_more_bits(layer, n_layers))
+    return kernels::DType::q6_k;
+  return target;
+}
+
+}  // namespace autoglm::model

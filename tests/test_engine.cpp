@@ -1,0 +1,276 @@
+// The engine against the reference engine's logits (../shared/fixtures/refs), through every
+// kernel path; and the invariances the server relies on: batching, KV block size, prefill chunks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "autoglm/engine.h"
+#include "autoglm/npy.h"
+#include "test_support.h"
+
+using namespace autoglm;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Diff {
+  double rms = 0, max_abs = 0, mean_kl = 0;
+};
+
+// d = ours - ref over all positions and vocab entries; KL(softmax(ref) || softmax(ours)) per position.
+Diff compare(const std::vector<float>& ours, const std::vector<float>& ref, size_t vocab) {
+  Diff d;
+  const size_t rows = ref.size() / vocab;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* a = ours.data() + r * vocab;
+    const float* b = ref.data() + r * vocab;
+    double max_a = -INFINITY, max_b = -INFINITY;
+    for (size_t i = 0; i < vocab; ++i) {
+      const double e = double{a[i]} - b[i];
+      d.rms += e * e;
+      d.max_abs = std::max(d.max_abs, std::abs(e));
+      max_a = std::max(max_a, double{a[i]});
+      max_b = std::max(max_b, double{b[i]});
+    }
+    double za = 0, zb = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      za += std::exp(a[i] - max_a);
+      zb += std::exp(b[i] - max_b);
+    }
+    double kl = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      const double lp = b[i] - max_b - std::log(zb), lq = a[i] - max_a - std::log(za);
+      kl += std::exp(lp) * (lp - lq);
+    }
+    d.mean_kl += kl / static_cast<double>(rows);
+  }
+  d.rms = std::sqrt(d.rms / static_cast<double>(ref.size()));
+  return d;
+}
+
+std::vector<std::vector<int32_t>> read_prompts(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<int32_t>> prompts;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    std::vector<int32_t> ids;
+    std::stringstream ss(line);
+    for (std::string id; std::getline(ss, id, ',');) ids.push_back(std::stoi(id));
+    prompts.push_back(ids);
+  }
+  return prompts;
+}
+
+std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens, size_t block_size = 16,
+                       size_t step_tokens = 512, int threads = 2) {
+  engine::KvCache cache(m.config, (tokens.size() + block_size - 1) / block_size + 1, block_size);
+  engine::Engine engine(m, cache, {threads, step_tokens});
+  engine::KvCache::Sequence seq;
+  return engine.eval_all_logits(seq, tokens);
+}
+
+struct Case {
+  std::string model;  // "tiny-glm4-Q8_0"
+  kernels::Isa isa;
+};
+
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  std::string n = info.param.model + "_" + kernels::isa_name(info.param.isa);
+  for (char& ch : n)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (const char* arch : {"glm4", "llama", "qwen2"})
+    for (const char* type : {"f32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"}) {
+      if (std::string(type) == "BF16" && std::string(arch) != "glm4") continue;
+      for (kernels::Isa isa : {kernels::Isa::scalar, kernels::Isa::avx2, kernels::Isa::avx512})
+        cases.push_back({std::string("tiny-") + arch + "-" + type, isa});
+    }
+  return cases;
+}
+
+class Parity : public testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override { saved_ = kernels::active_isa(); }
+  void TearDown() override { kernels::set_isa(saved_); }
+  kernels::Isa saved_ = kernels::Isa::scalar;
+};
+
+}  // namespace
+
+TEST_P(Parity, LogitsMatchTheReferenceEngine) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const Case& c = GetParam();
+  if (static_cast<int>(c.isa) > static_cast<int>(kernels::detected_isa()))
+    GTEST_SKIP() << "this CPU has no " << kernels::isa_name(c.isa) << " path";
+  kernels::set_isa(c.isa);
+  const fs::path dir = test::fixtures_dir();
+  const auto m = model::Model::load_gguf(dir / "models" / (c.model + ".gguf"));
+  const std::string arch = m->config.arch;
+  const auto prompts = read_prompts(dir / "refs" / (arch + ".prompts"));
+  ASSERT_EQ(prompts.size(), 2u);
+  const bool quantized = c.model.find("_Q") != std::string::npos || c.model.find("-Q") != std::string::npos;
+  const double max_rms = quantized ? 5e-2 : 1e-2, max_abs = quantized ? 0.3 : 5e-2, max_kl = quantized ? 1e-3 : 1e-4;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const npy::ArrayF32 ref = npy::read_f32(dir / "refs" / (c.model + ".p" + std::to_string(p) + ".npy"));
+    ASSERT_EQ(ref.shape, (std::vector<uint64_t>{prompts[p].size(), m->config.vocab_size}));
+    const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+    EXPECT_LE(d.rms, max_rms) << c.model << " p" << p;
+    EXPECT_LE(d.max_abs, max_abs) << c.model << " p" << p;
+    EXPECT_LE(d.mean_kl, max_kl) << c.model << " p" << p;
+    RecordProperty("p" + std::to_string(p) + "_rms", std::to_string(d.rms));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, testing::ValuesIn(all_cases()), case_name);
+
+// The HF folder holds the same weights as tiny-glm4-BF16.gguf, so the BF16 references apply.
+TEST(HfParity, FolderAsStoredMatchesTheReference) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path dir = test::fixtures_dir();
+  const auto prompts = read_prompts(dir / "refs/glm4.prompts");
+  const auto m = model::Model::load(dir / "hf/tiny-glm4-hf");
+  EXPECT_EQ(m->format, "hf");
+  EXPECT_EQ(m->layers[0].wq.type, kernels::DType::bf16);  // kept as stored, mapped
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const npy::ArrayF32 ref = npy::read_f32(dir / "refs" / ("tiny-glm4-BF16.p" + std::to_string(p) + ".npy"));
+    const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+    EXPECT_LE(d.rms, 1e-2) << "p" << p;
+    EXPECT_LE(d.max_abs, 5e-2) << "p" << p;
+    EXPECT_LE(d.mean_kl, 1e-4) << "p" << p;
+  }
+}
+
+// Quantized while loading, the model must stay close to its float source. Q8_0 meets the quantized
+// tolerances outright. At 4 bits no engine can on these random weights (the reference engine's own
+// Q4_0 logits are 0.23-0.25 rms from its BF16 ones), so there the bar is: no further from the float
+// reference than llama.cpp's own file of that type, within 10 %.
+TEST(HfParity, QuantizedAtLoadStaysCloseToTheFloatSource) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path dir = test::fixtures_dir();
+  const auto prompts = read_prompts(dir / "refs/glm4.prompts");
+  struct Variant {
+    kernels::DType quant;
+    std::string llama_cpp_file;  // references of llama.cpp's file of this type
+  };
+  for (const Variant& v : {Variant{kernels::DType::q8_0, "tiny-glm4-Q8_0"}, Variant{kernels::DType::q4_0, "tiny-glm4-Q4_0"},
+                           Variant{kernels::DType::q4_k, "tiny-glm4-Q4_K_M"}}) {
+    const auto m = model::Model::load(dir / "hf/tiny-glm4-hf", {v.quant});
+    const size_t vocab = m->config.vocab_size;
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      const std::string suffix = ".p" + std::to_string(p) + ".npy";
+      const npy::ArrayF32 source = npy::read_f32(dir / "refs" / ("tiny-glm4-BF16" + suffix));
+      const npy::ArrayF32 theirs = npy::read_f32(dir / "refs" / (v.llama_cpp_file + suffix));
+      const Diff ours = compare(run(*m, prompts[p]), source.data, vocab);
+      const std::string what = v.llama_cpp_file + " p" + std::to_string(p);
+      if (v.quant == kernels::DType::q8_0) {
+        EXPECT_LE(ours.rms, 5e-2) << what;
+        EXPECT_LE(ours.max_abs, 0.3) << what;
+        EXPECT_LE(ours.mean_kl, 1e-3) << what;
+      } else {
+        const Diff bar = compare(theirs.data, source.data, vocab);
+        EXPECT_LE(ours.rms, 1.1 * bar.rms) << what;
+        EXPECT_LE(ours.mean_kl, 1.1 * bar.mean_kl) << what;
+      }
+    }
+  }
+}
+
+namespace {
+
+std::unique_ptr<model::Model> load_fixture(const std::string& name) {
+  return model::Model::load_gguf(test::fixtures_dir() / "models" / (name + ".gguf"));
+}
+
+std::vector<int32_t> prompt(const std::string& arch, size_t i) {
+  return read_prompts(test::fixtures_dir() / "refs" / (arch + ".prompts")).at(i);
+}
+
+}  // namespace
+
+TEST(Engine, KvBlockSizeDoesNotChangeTheLogits) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto m = load_fixture("tiny-glm4-Q4_K_M");
+  const auto tokens = prompt("glm4", 1);
+  const auto base = run(*m, tokens, 16);
+  for (size_t bs : {1, 7, 64, 512}) EXPECT_EQ(run(*m, tokens, bs), base) << "block size " << bs;
+}
+
+TEST(Engine, ChunkedPrefillAndThreadCountDoNotChangeTheLogits) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto m = load_fixture("tiny-qwen2-Q8_0");
+  const auto tokens = prompt("qwen2", 1);
+  const auto base = run(*m, tokens, 16, 512, 2);
+  EXPECT_EQ(run(*m, tokens, 16, 5, 2), base);
+  EXPECT_EQ(run(*m, tokens, 16, 1, 1), base);  // token by token, one thread
+}
+
+TEST(Engine, BatchedStepGivesEachSequenceItsOwnLogits) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto m = load_fixture("tiny-llama-Q4_0");
+  const auto a = prompt("llama", 0), b = prompt("llama", 1);
+  const size_t vocab = m->config.vocab_size;
+  engine::KvCache cache(m->config, 64, 8);
+  engine::Engine engine(*m, cache, {2, 512});
+  engine::KvCache::Sequence sa, sb;
+  ASSERT_TRUE(cache.reserve(sa, a.size()));
+  ASSERT_TRUE(cache.reserve(sb, b.size()));
+  std::vector<engine::StepItem> batch{{&sa, a, true}, {&sb, b, false}};
+  std::vector<float> logits;
+  engine.step(batch, logits);
+  ASSERT_EQ(logits.size(), (a.size() + 1) * vocab);
+  const auto alone_a = run(*m, a), alone_b = run(*m, b);
+  const std::vector<float> got_a(logits.begin(), logits.begin() + static_cast<long>(a.size() * vocab));
+  const std::vector<float> got_b(logits.begin() + static_cast<long>(a.size() * vocab), logits.end());
+  const std::vector<float> want_b(alone_b.end() - static_cast<long>(vocab), alone_b.end());
+  EXPECT_LT(compare(got_a, alone_a, vocab).max_abs, 1e-4);
+  EXPECT_LT(compare(got_b, want_b, vocab).max_abs, 1e-4);
+  EXPECT_EQ(sa.length, a.size());
+  EXPECT_EQ(sb.length, b.size());
+
+  // Decode one more token for both, at different positions, in one step.
+  const int32_t next[2] = {3, 4};
+  ASSERT_TRUE(cache.reserve(sa, a.size() + 1));
+  ASSERT_TRUE(cache.reserve(sb, b.size() + 1));
+  std::vector<engine::StepItem> decode{{&sa, std::span(next, 1), false}, {&sb, std::span(next + 1, 1), false}};
+  engine.step(decode, logits);
+  auto a2 = a;
+  a2.push_back(3);
+  const auto alone_a2 = run(*m, a2);
+  const std::vector<float> want_a2(alone_a2.end() - static_cast<long>(vocab), alone_a2.end());
+  const std::vector<float> got_a2(logits.begin(), logits.begin() + static_cast<long>(vocab));
+  EXPECT_LT(compare(got_a2, want_a2, vocab).max_abs, 1e-4);
+}
+
+TEST(Engine, KvCachePoolHandsOutAndTakesBackBlocks) {
+  model::ArchConfig c;
+  c.n_layers = 1;
+  c.n_kv_heads = 1;
+  c.head_dim = 4;
+  engine::KvCache cache(c, 4, 8);
+  engine::KvCache::Sequence a, b;
+  EXPECT_TRUE(cache.reserve(a, 17));  // 3 blocks
+  EXPECT_EQ(cache.free_blocks(), 1u);
+  EXPECT_FALSE(cache.reserve(b, 9));  // needs 2: nothing allocated
+  EXPECT_TRUE(b.blocks.empty());
+  cache.release(a);
+  EXPECT_EQ(cache.free_blocks(), 4u);
+  EXPECT_TRUE(cache.reserve(b, 9));
+}
+
+TEST(Engine, BadTokenIdsAndBrokenModelsAreErrors) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto m = load_fixture("tiny-qwen2-f32");
+  EXPECT_THROW(run(*m, {1, static_cast<int32_t>(m->config.vocab_size)}), Error);
+  EXPECT_THROW(run(*m, {-1}), Error);
+  test::TempDir tmp;
+  const fs::path src = test::fixtures_dir() / "models/tiny-llama-Q8_0.gguf";
+  fs::copy_file(src, tmp / "cut.gguf");
+  fs::resize_file(tmp / "cut.gguf", fs::file_size(src) / 2);
+  EXPECT_THROW(model::Model::load_gguf(tmp / "cut.gguf"), Error);
+}

@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   cli::add_verify_command(app, run);
   cli::add_bench_command(app, run);
   cli::add_logits_command(app, run);
+  cli::add_quantize_command(app, run);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,445 @@
+// quantize: HF folder -> GGUF equals llama.cpp's converter output; quantized files stay within the
+// reference engine's tolerances; tensor types (and bytes) agree with llama.cpp's quantize; errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "autoglm/engine.h"
+#include "autoglm/gguf.h"
+#include "autoglm/npy.h"
+#include "autoglm/quantize.h"
+#include "autoglm/random_model.h"
+#include "test_support.h"
+
+using namespace autoglm;
+namespace fs = std::filesystem;
+using kernels::DType;
+
+namespace {
+
+struct Diff {
+  double rms = 0, max_abs = 0, mean_kl = 0;
+};
+
+// As tests/test_engine.cpp: d = ours - ref; KL(softmax(ref) || softmax(ours)) averaged over positions.
+Diff compare(const std::vector<float>& ours, const std::vector<float>& ref, size_t vocab) {
+  Diff d;
+  const size_t rows = ref.size() / vocab;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* a = ours.data() + r * vocab;
+    const float* b = ref.data() + r * vocab;
+    double max_a = -INFINITY, max_b = -INFINITY;
+    for (size_t i = 0; i < vocab; ++i) {
+      const double e = double{a[i]} - b[i];
+      d.rms += e * e;
+      d.max_abs = std::max(d.max_abs, std::abs(e));
+      max_a = std::max(max_a, double{a[i]});
+      max_b = std::max(max_b, double{b[i]});
+    }
+    double za = 0, zb = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      za += std::exp(a[i] - max_a);
+      zb += std::exp(b[i] - max_b);
+    }
+    double kl = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      const double lp = b[i] - max_b - std::log(zb), lq = a[i] - max_a - std::log(za);
+      kl += std::exp(lp) * (lp - lq);
+    }
+    d.mean_kl += kl / static_cast<double>(rows);
+  }
+  d.rms = std::sqrt(d.rms / static_cast<double>(ref.size()));
+  return d;
+}
+
+std::vector<std::vector<int32_t>> read_prompts(const fs::path& path) {
+  std::ifstream in(path);
+  std::vector<std::vector<int32_t>> prompts;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    std::vector<int32_t> ids;
+    std::stringstream ss(line);
+    for (std::string id; std::getline(ss, id, ',');) ids.push_back(std::stoi(id));
+    prompts.push_back(ids);
+  }
+  return prompts;
+}
+
+std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens) {
+  engine::KvCache cache(m.config, tokens.size() / 16 + 2, 16);
+  engine::Engine engine(m, cache, {2, 512});
+  engine::KvCache::Sequence seq;
+  return engine.eval_all_logits(seq, tokens);
+}
+
+fs::path fixture(const std::string& rel) { return test::fixtures_dir() / rel; }
+
+model::QuantizeResult quantize(const fs::path& in, const fs::path& out, DType type, bool allow_requantize = false) {
+  model::QuantizeOptions o;
+  o.type = type;
+  o.allow_requantize = allow_requantize;
+  o.threads = 2;
+  return model::quantize_model(in, out, o);
+}
+
+// A tensor's stored bytes.
+std::string tensor_bytes(const gguf::File& f, const gguf::TensorInfo& t) {
+  std::ifstream in(f.path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(f.data_offset + t.offset));
+  std::string bytes(t.nbytes, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
+}
+
+bool same_value(const gguf::Value& a, const gguf::Value& b) {
+  return a.type == b.type && a.array_type == b.array_type && a.array_size == b.array_size && a.i == b.i &&
+         a.f == b.f && a.b == b.b && a.str == b.str && a.strings == b.strings && a.ints == b.ints &&
+         a.floats == b.floats;
+}
+
+// Tensor names to (type, dims) and how many have identical bytes.
+struct TensorComparison {
+  size_t same_type = 0, same_bytes = 0, total = 0;
+  std::vector<std::string> differing_bytes;
+};
+
+TensorComparison compare_tensors(const gguf::File& ours, const gguf::File& theirs) {
+  TensorComparison c;
+  EXPECT_EQ(ours.tensors.size(), theirs.tensors.size());
+  for (const gguf::TensorInfo& t : theirs.tensors) {
+    ++c.total;
+    const gguf::TensorInfo* o = ours.find_tensor(t.name);
+    if (!o) {
+      ADD_FAILURE() << "missing tensor " << t.name;
+      continue;
+    }
+    EXPECT_EQ(o->dims, t.dims) << t.name;
+    EXPECT_EQ(o->type, t.type) << t.name;
+    c.same_type += o->type == t.type;
+    if (o->type == t.type && o->dims == t.dims && tensor_bytes(ours, *o) == tensor_bytes(theirs, t))
+      ++c.same_bytes;
+    else
+      c.differing_bytes.push_back(t.name);
+  }
+  return c;
+}
+
+}  // namespace
+
+// The HF folder holds the weights of tiny-glm4-BF16.gguf, which llama.cpp's converter wrote.
+TEST(QuantizeHf, Glm4FolderToBf16EqualsTheConvertersFile) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  quantize(fixture("hf/tiny-glm4-hf"), tmp / "out.gguf", DType::bf16);
+  const gguf::File ours = gguf::read_file_header(tmp / "out.gguf");
+  const gguf::File theirs = gguf::read_file_header(fixture("models/tiny-glm4-BF16.gguf"));
+
+  const TensorComparison t = compare_tensors(ours, theirs);
+  EXPECT_EQ(t.same_bytes, theirs.tensors.size());
+  for (size_t i = 0; i < theirs.tensors.size() && i < ours.tensors.size(); ++i)
+    EXPECT_EQ(ours.tensors[i].name, theirs.tensors[i].name) << "tensor order at " << i;
+
+  // Every key of the fixture, with the same type and value, in the same order; general.name is the
+  // folder's name (the fixture's was set by its maker), and we add the chat template of
+  // tokenizer_config.json, which the fixture does not carry.
+  std::vector<std::string> our_keys, their_keys;
+  for (const auto& [key, value] : theirs.metadata) {
+    their_keys.push_back(key);
+    const gguf::Value* mine = ours.find(key);
+    if (!mine) {
+      ADD_FAILURE() << "missing key " << key;
+      continue;
+    }
+    if (key == "general.name") {
+      EXPECT_EQ(mine->str, "tiny-glm4-hf");
+      continue;
+    }
+    EXPECT_TRUE(same_value(*mine, value)) << key;
+  }
+  for (const auto& [key, value] : ours.metadata)
+    if (key != "tokenizer.chat_template") our_keys.push_back(key);
+  EXPECT_EQ(our_keys, their_keys);
+  const auto tok_config = nlohmann::json::parse(test::read_file(fixture("hf/tiny-glm4-hf/tokenizer_config.json")));
+  EXPECT_EQ(ours.get_string("tokenizer.chat_template"), tok_config["chat_template"].get<std::string>());
+}
+
+// Quantizing the float fixtures: Q8_0 within the quantized tolerances of the f32 references; Q4_0
+// and Q4_K_M within them of the references of llama.cpp's own file of that type.
+TEST(QuantizeRoundTrip, QuantizedFloatFixturesStayWithinTolerances) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  struct Variant {
+    DType type;
+    std::string ref;  // refs suffix
+  };
+  for (const std::string arch : {"glm4", "llama", "qwen2"}) {
+    const auto prompts = read_prompts(fixture("refs/" + arch + ".prompts"));
+    for (const Variant& v : {Variant{DType::q8_0, "f32"}, Variant{DType::q4_0, "Q4_0"}, Variant{DType::q4_k, "Q4_K_M"}}) {
+      const fs::path out = tmp / (arch + "-" + v.ref + ".gguf");
+      quantize(fixture("models/tiny-" + arch + "-f32.gguf"), out, v.type);
+      const auto m = model::Model::load_gguf(out);
+      for (size_t p = 0; p < prompts.size(); ++p) {
+        const std::string what = "tiny-" + arch + " " + kernels::dtype_info(v.type).name + " vs refs/tiny-" + arch +
+                                 "-" + v.ref + " p" + std::to_string(p);
+        const npy::ArrayF32 ref = npy::read_f32(fixture("refs/tiny-" + arch + "-" + v.ref + ".p" + std::to_string(p) + ".npy"));
+        const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+        std::printf("%s: rms %.4g max %.4g kl %.3g\n", what.c_str(), d.rms, d.max_abs, d.mean_kl);
+        EXPECT_LE(d.rms, 5e-2) << what;
+        EXPECT_LE(d.max_abs, 0.3) << what;
+        EXPECT_LE(d.mean_kl, 1e-3) << what;
+      }
+    }
+  }
+}
+
+// Our Q4_0 / Q4_K_M / Q8_0 of the f32 fixture against llama.cpp's quantize of the same file.
+TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  for (const std::string arch : {"glm4", "llama", "qwen2"})
+    for (const auto& [type, name] : std::vector<std::pair<DType, std::string>>{
+             {DType::q4_0, "Q4_0"}, {DType::q4_k, "Q4_K_M"}, {DType::q8_0, "Q8_0"}}) {
+      const fs::path out = tmp / (arch + name + ".gguf");
+      quantize(fixture("models/tiny-" + arch + "-f32.gguf"), out, type);
+      const gguf::File ours = gguf::read_file_header(out);
+      const gguf::File theirs = gguf::read_file_header(fixture("models/tiny-" + arch + "-" + name + ".gguf"));
+      const TensorComparison c = compare_tensors(ours, theirs);
+      EXPECT_EQ(c.same_type, c.total) << arch << " " << name;
+      EXPECT_EQ(ours.get_int("general.file_type"), theirs.get_int("general.file_type")) << arch << " " << name;
+      std::string differing;
+      for (const std::string& n : c.differing_bytes) differing += " " + n;
+      std::printf("tiny-%s %s: %zu/%zu tensors byte-identical to llama.cpp's%s%s\n", arch.c_str(), name.c_str(),
+                  c.same_bytes, c.total, differing.empty() ? "" : "; differ:", differing.c_str());
+      EXPECT_EQ(c.same_bytes, c.total) << arch << " " << name << " differ:" << differing;
+    }
+}
+
+// Metadata is copied in order, file_type and quantization_version set anew at the end.
+TEST(QuantizeGguf, CopiesMetadataAndSetsFileType) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  const gguf::File src = gguf::read_file_header(fixture("models/tiny-qwen2-f32.gguf"));
+  for (const auto& [type, ftype] : std::vector<std::pair<DType, int64_t>>{
+           {DType::q8_0, 7}, {DType::q4_0, 2}, {DType::q4_k, 15}, {DType::f16, 1}, {DType::bf16, 32}, {DType::f32, 0}}) {
+    quantize(src.path, tmp / "out.gguf", type);
+    const gguf::File out = gguf::read_file_header(tmp / "out.gguf");
+    EXPECT_EQ(out.get_int("general.file_type"), ftype);
+    EXPECT_EQ(out.get_int("general.quantization_version"), 2);
+    // As llama.cpp's quantize: every other key in order, then these two appended anew.
+    std::vector<std::pair<std::string, gguf::Value>> want;
+    for (const auto& kv : src.metadata)
+      if (kv.first != "general.file_type" && kv.first != "general.quantization_version") want.push_back(kv);
+    ASSERT_EQ(out.metadata.size(), want.size() + 2);
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(out.metadata[i].first, want[i].first);
+      EXPECT_TRUE(same_value(out.metadata[i].second, want[i].second)) << want[i].first;
+    }
+    EXPECT_EQ(out.metadata[want.size()].first, "general.quantization_version");
+    EXPECT_EQ(out.metadata[want.size() + 1].first, "general.file_type");
+    for (const gguf::TensorInfo& t : out.tensors) {
+      if (t.dims.size() == 1) {
+        EXPECT_EQ(t.type, 0u) << t.name << " (1-D tensors stay F32)";
+      }
+    }
+  }
+}
+
+TEST(QuantizeLlama, PermutationMatchesConvertersReshape) {
+  // w.reshape(n_head, 2, head_dim/2, d).swapaxes(1, 2): out[h, i, j] = in[h, j, i].
+  const std::vector<size_t> hd4 = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (size_t r = 0; r < hd4.size(); ++r) EXPECT_EQ(model::llama_permuted_source_row(r, 4), hd4[r]) << r;
+  const std::vector<size_t> hd8 = {0, 4, 1, 5, 2, 6, 3, 7};
+  for (size_t r = 0; r < hd8.size(); ++r) EXPECT_EQ(model::llama_permuted_source_row(r, 8), hd8[r]) << r;
+}
+
+namespace {
+
+// Writes one safetensors file of F32 tensors (row-major shapes, outermost first).
+void write_safetensors(const fs::path& path, const std::vector<std::pair<std::string, std::pair<std::vector<uint64_t>, std::string>>>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const auto& [name, t] : tensors) {
+    header[name] = {{"dtype", "F32"}, {"shape", t.first}, {"data_offsets", {data.size(), data.size() + t.second.size()}}};
+    data += t.second;
+  }
+  std::string h = header.dump();
+  while (h.size() % 8) h += ' ';
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = h.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << h << data;
+}
+
+// An HF Llama folder holding the weights of `gguf` (q/k rows un-permuted back to halves).
+void write_hf_llama(const fs::path& gguf_path, const fs::path& dir, uint32_t vocab) {
+  const gguf::File f = gguf::read_file_header(gguf_path);
+  static const std::map<std::string, std::string> parts = {
+      {"attn_norm.weight", "input_layernorm.weight"}, {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},   {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},    {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"}};
+  std::vector<std::pair<std::string, std::pair<std::vector<uint64_t>, std::string>>> tensors;
+  for (const gguf::TensorInfo& t : f.tensors) {
+    std::string hf;
+    if (t.name == "token_embd.weight") hf = "model.embed_tokens.weight";
+    else if (t.name == "output_norm.weight") hf = "model.norm.weight";
+    else if (t.name == "output.weight") hf = "lm_head.weight";
+    else {
+      const size_t dot = t.name.find('.', 4);
+      hf = "model.layers." + t.name.substr(4, dot - 4) + "." + parts.at(t.name.substr(dot + 1));
+    }
+    std::string bytes = tensor_bytes(f, t);
+    if (t.name.ends_with("attn_q.weight") || t.name.ends_with("attn_k.weight")) {
+      // GGUF row h*hd + 2i + j holds HF row h*hd + j*hd/2 + i.
+      const size_t hd = 64, row = t.dims[0] * 4;
+      std::string hf_bytes(bytes.size(), '\0');
+      for (size_t r = 0; r < t.dims[1]; ++r) {
+        const size_t h = r / hd, i = (r % hd) / 2, j = r % 2;
+        hf_bytes.replace((h * hd + j * hd / 2 + i) * row, row, bytes, r * row, row);
+      }
+      bytes = hf_bytes;
+    }
+    std::vector<uint64_t> shape(t.dims.rbegin(), t.dims.rend());
+    tensors.push_back({hf, {shape, bytes}});
+  }
+  fs::create_directories(dir);
+  write_safetensors(dir / "model.safetensors", tensors);
+  test::write_file(dir / "config.json", nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+      {"hidden_size", 256}, {"intermediate_size", 512}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+      {"num_hidden_layers", 2}, {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"vocab_size", vocab},
+      {"max_position_embeddings", 512}, {"tie_word_embeddings", false}, {"torch_dtype", "float32"},
+      {"bos_token_id", 1}, {"eos_token_id", {2, 3}}}.dump());
+  nlohmann::json v = nlohmann::json::object();
+  for (uint32_t i = 0; i + 2 < vocab; ++i) v["t" + std::to_string(i)] = i;  // the last two ids: added / gap
+  const nlohmann::json tok = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", {{"t", "0"}, "t 1"}}}},
+                              {"added_tokens", {{{"id", vocab - 2}, {"content", "<|eot|>"}, {"special", true}}}}};
+  test::write_file(dir / "tokenizer.json", tok.dump());
+}
+
+}  // namespace
+
+// A Llama HF folder converts back to the GGUF it was made from: names, permuted q/k, metadata,
+// tokenizer; and the converted file computes what the folder computes.
+TEST(QuantizeLlama, HfFolderRoundTripsToTheGguf) {
+  test::TempDir tmp;
+  model::RandomModelSpec spec;
+  spec.arch = "llama";
+  spec.vocab_size = 300;
+  spec.threads = 2;
+  model::write_random_model(spec, tmp / "src.gguf");
+  write_hf_llama(tmp / "src.gguf", tmp / "hf", spec.vocab_size);
+  quantize(tmp / "hf", tmp / "out.gguf", DType::f32);
+  const gguf::File ours = gguf::read_file_header(tmp / "out.gguf");
+  const gguf::File src = gguf::read_file_header(tmp / "src.gguf");
+  const TensorComparison c = compare_tensors(ours, src);
+  EXPECT_EQ(c.same_bytes, c.total);
+  EXPECT_EQ(ours.get_string("tokenizer.ggml.pre"), "llama-bpe");
+  EXPECT_EQ(ours.get_int("llama.rope.dimension_count"), 64);
+  EXPECT_EQ(ours.get_int("tokenizer.ggml.bos_token_id"), 1);
+  EXPECT_EQ(ours.get_int("tokenizer.ggml.eos_token_id"), 2);  // the first of the list
+  const gguf::Value* tokens = ours.find("tokenizer.ggml.tokens");
+  const gguf::Value* types = ours.find("tokenizer.ggml.token_type");
+  ASSERT_TRUE(tokens && types);
+  ASSERT_EQ(tokens->strings.size(), 300u);
+  EXPECT_EQ(tokens->strings[5], "t5");
+  EXPECT_EQ(tokens->strings[298], "<|eot|>");
+  EXPECT_EQ(tokens->strings[299], "[PAD299]");
+  EXPECT_EQ(types->ints[5], 1);
+  EXPECT_EQ(types->ints[298], 3);
+  EXPECT_EQ(types->ints[299], 5);
+  EXPECT_EQ(ours.find("tokenizer.ggml.merges")->strings, (std::vector<std::string>{"t 0", "t 1"}));
+
+  const auto hf = model::Model::load(tmp / "hf");
+  const auto gg = model::Model::load_gguf(tmp / "out.gguf");
+  const std::vector<int32_t> tokens_in = {1, 5, 9, 42, 7, 100, 3, 250};
+  EXPECT_LT(compare(run(*gg, tokens_in), run(*hf, tokens_in), spec.vocab_size).max_abs, 1e-3);
+}
+
+TEST(QuantizeErrors, RowsThatAreNotWholeBlocksNameTheTensor) {
+  test::TempDir tmp;
+  model::RandomModelSpec spec;
+  spec.arch = "qwen2";
+  spec.d_model = 48;
+  spec.head_dim = 12;
+  spec.ffn_dim = 64;
+  spec.vocab_size = 300;
+  model::write_random_model(spec, tmp / "odd.gguf");
+  try {
+    quantize(tmp / "odd.gguf", tmp / "out.gguf", DType::q8_0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token_embd.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("48"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp / "out.gguf"));
+}
+
+TEST(QuantizeErrors, CommandLine) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  const std::string out = (tmp / "out.gguf").string();
+  const std::string q8 = fixture("models/tiny-llama-Q8_0.gguf").string();
+
+  auto r = test::run_binary("quantize /no/such/model " + out + " --type q8_0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("no such file"), std::string::npos) << r.err;
+
+  r = test::run_binary("quantize " + q8 + " " + out + " --type q5_x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("q5_x"), std::string::npos) << r.err;
+
+  r = test::run_binary("quantize " + q8 + " " + out + " --type q4_0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--allow-requantize"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("quality"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  r = test::run_binary("quantize " + q8 + " " + out + " --type q4_0 --allow-requantize");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("requantizing"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("->"), std::string::npos) << r.out;
+  EXPECT_EQ(gguf::read_file_header(out).get_int("general.file_type"), 2);
+
+  // Same type as stored: copied, no requantize needed.
+  r = test::run_binary("quantize " + q8 + " " + out + " --type q8_0");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST(QuantizeErrors, SentencePieceFoldersAreNotSupportedYet) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  const fs::path dir = tmp / "spm";
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(fixture("hf/tiny-glm4-hf")))
+    if (e.path().filename() != "tokenizer.json") fs::copy_file(e.path(), dir / e.path().filename());
+  test::write_file(dir / "tokenizer.model", "not really");
+  try {
+    quantize(dir, tmp / "out.gguf", DType::q8_0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), kExitNotImplemented);
+    EXPECT_NE(std::string(e.what()).find("SentencePiece"), std::string::npos) << e.what();
+  }
+}
+
+TEST(QuantizeErrors, UnsupportedArchitecturesAreNamed) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  test::TempDir tmp;
+  const fs::path dir = tmp / "mistral";
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(fixture("hf/tiny-glm4-hf"))) fs::copy_file(e.path(), dir / e.path().filename());
+  auto config = nlohmann::json::parse(test::read_file(dir / "config.json"));
+  config["model_type"] = "mistral";
+  test::write_file(dir / "config.json", config.dump());
+  try {
+    quantize(dir, tmp / "out.gguf", DType::q8_0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mistral"), std::string::npos) << e.what();
+  }
+}

@@ -1,0 +1,349 @@
+// End-to-end engine throughput on the 1 B benchmark model (model::benchmark_1b_spec, GLM-4 layer
+// shape): prompt processing (pp512) and generation (tg128) in tokens/s, and the weight-read
+// bandwidth generation achieves against what this machine can stream at all, measured here.
+// Then where a decode step goes: the matvecs over every weight alone against the whole step.
+//
+//   AUTOGLM_BENCH_DIR   where the models are written once and reused (default /tmp/autoglm-bench)
+//   AUTOGLM_BENCH_TYPES comma list of q8_0,q4_0,q4_k_m (default all three)
+//   AUTOGLM_BENCH_REPS  repetitions of pp512 and tg128 (default 3)
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "autoglm/engine.h"
+#include "autoglm/kernels.h"
+#include "autoglm/model.h"
+#include "autoglm/random_model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace k = autoglm::kernels;
+namespace m = autoglm::model;
+namespace e = autoglm::engine;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kPrompt = 512, kGen = 128, kShortPrompt = 16, kBlock = 16;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Stats {
+  double mean = 0, sd = 0;
+};
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
+  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0;
+  return s;
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+// ---- memory read bandwidth: bench_kernels' BM_memory_read, best of 5 over 1 GiB ----
+
+uint64_t sum_words(const uint64_t* p, size_t n) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: the loop vectorizes and never waits on an add
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += p[i];
+    s1 += p[i + 1];
+    s2 += p[i + 2];
+    s3 += p[i + 3];
+  }
+  for (; i < n; ++i) s0 += p[i];
+  return s0 + s1 + s2 + s3;
+}
+
+#if defined(__x86_64__)
+// The same sum with 512-bit loads: the -march=x86-64 build vectorizes sum_words to 128 bits only,
+// which may not keep up with memory (the weight matvecs read faster than it does).
+__attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* p, size_t n) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_add_epi64(s0, _mm512_loadu_si512(p + i));
+    s1 = _mm512_add_epi64(s1, _mm512_loadu_si512(p + i + 8));
+    s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(p + i + 16));
+    s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(p + i + 24));
+  }
+  alignas(64) uint64_t lanes[8];  // not _mm512_reduce_add_epi64: GCC 12 warns inside it (-Wuninitialized)
+  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  uint64_t s = 0;
+  for (uint64_t v : lanes) s += v;
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+#endif
+
+// Best of 5 streaming reads of 1 GiB with every thread of `pool`.
+template <class Sum>
+double memory_read_gbs(k::ThreadPool& pool, const std::vector<uint64_t>& buffer, Sum&& sum) {
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    std::atomic<uint64_t> total{0};
+    const auto t0 = Clock::now();
+    pool.run(buffer.size(), size_t{1} << 17, [&](size_t begin, size_t end) {
+      total.fetch_add(sum(buffer.data() + begin, end - begin), std::memory_order_relaxed);
+    });
+    const double s = seconds_since(t0);
+    if (total.load() == 1) std::printf(" ");  // keeps the sum alive
+    best = std::max(best, static_cast<double>(buffer.size() * 8) / s / 1e9);
+  }
+  return best;
+}
+
+// ---- the model ----
+
+struct ModelKind {
+  const char* key;    // file name part and AUTOGLM_BENCH_TYPES entry
+  const char* label;  // table
+  k::DType type;
+  bool q4_k_m_mix;
+};
+constexpr ModelKind kKinds[] = {
+    {"q8_0", "Q8_0", k::DType::q8_0, false},
+    {"q4_0", "Q4_0", k::DType::q4_0, false},
+    {"q4_k_m", "Q4_K_M", k::DType::q4_k, true},
+};
+
+fs::path ensure_model(const fs::path& dir, const ModelKind& kind) {
+  const fs::path path = dir / (std::string("bench-1b-glm4-") + kind.key + ".gguf");
+  if (!fs::exists(path)) {
+    std::printf("writing %s ...\n", path.c_str());
+    std::fflush(stdout);
+    const auto t0 = Clock::now();
+    m::write_random_model(m::benchmark_1b_spec("glm4", kind.type, kind.q4_k_m_mix), path);
+    std::printf("  %.1f s\n", seconds_since(t0));
+  }
+  return path;
+}
+
+// Every weight matrix of the model, in step order (token_embd excluded: one row per token is read).
+std::vector<const m::Matrix*> weight_matrices(const m::Model& model) {
+  std::vector<const m::Matrix*> out;
+  for (const m::Layer& l : model.layers) {
+    for (const m::Matrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      if (w->data && w->rows && !(model.config.fused_gate_up && w == &l.w_gate)) out.push_back(w);
+  }
+  out.push_back(&model.output);
+  return out;
+}
+
+size_t bytes_per_token(const m::Model& model) {
+  size_t bytes = model.token_embd.row_bytes();
+  for (const m::Matrix* w : weight_matrices(model)) bytes += w->rows * w->row_bytes();
+  return bytes;
+}
+
+std::vector<int32_t> random_tokens(std::mt19937& rng, size_t n, uint32_t vocab) {
+  std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab) - 1);
+  std::vector<int32_t> t(n);
+  for (int32_t& v : t) v = id(rng);
+  return t;
+}
+
+// One step of `tokens` on `seq` (reserved here), logits of the last token only.
+void step(e::Engine& engine, e::KvCache& cache, e::KvCache::Sequence& seq, std::span<const int32_t> tokens,
+          std::vector<float>& logits) {
+  if (!cache.reserve(seq, seq.length + tokens.size())) throw std::runtime_error("KV cache too small");
+  e::StepItem item{&seq, tokens, false};
+  engine.step(std::span<e::StepItem>(&item, 1), logits);
+}
+
+struct Row {
+  std::string label;
+  double size_gb = 0;
+  Stats pp, tg;
+  double gbs = 0;
+};
+
+struct Breakdown {
+  std::string label;
+  double matvec_ms = 0;       // every weight matrix once, batch 1
+  double step_short_ms = 0;   // a decode step at position ~kShortPrompt + kGen / 2
+  double step_long_ms = 0;    // a decode step at position kPrompt
+  double matmul_pp_ms = 0;    // every weight matrix once, batch kPrompt
+  double pp_ms = 0;           // the pp512 step
+  double matvec_gbs = 0;
+};
+
+// Fastest of `passes` runs of fn, in ms: the least disturbed by other work on the machine.
+template <class F>
+double time_ms(int passes, F&& fn) {
+  fn();  // warm
+  double best = INFINITY;
+  for (int i = 0; i < passes; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best, seconds_since(t0) * 1e3);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main() {
+  const fs::path dir = env_or("AUTOGLM_BENCH_DIR", "/tmp/autoglm-bench");
+  const std::string types = "," + env_or("AUTOGLM_BENCH_TYPES", "q8_0,q4_0,q4_k_m") + ",";
+  const int reps = std::max(1, std::atoi(env_or("AUTOGLM_BENCH_REPS", "3").c_str()));
+  const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  fs::create_directories(dir);
+
+  double mem_plain = 0, mem_avx512 = 0;
+  {
+    k::ThreadPool pool(threads);
+    std::vector<uint64_t> buffer(size_t{1} << 27);                // 1 GiB
+    for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = i;       // touch every page before timing
+    mem_plain = memory_read_gbs(pool, buffer, sum_words);
+#if defined(__x86_64__)
+    if (k::detected_isa() == k::Isa::avx512) mem_avx512 = memory_read_gbs(pool, buffer, sum_words_avx512);
+#endif
+  }
+  const double mem_gbs = std::max(mem_plain, mem_avx512);
+  std::printf("memory read bandwidth (1 GiB, %d threads, best of 5): %.2f GB/s (bench_kernels loop), %.2f GB/s "
+              "(512-bit loads)\n", threads, mem_plain, mem_avx512);
+  std::fflush(stdout);
+
+  std::vector<Row> rows;
+  std::vector<Breakdown> breakdowns;
+  std::mt19937 rng(42);
+  for (const ModelKind& kind : kKinds) {
+    if (types.find(std::string(",") + kind.key + ",") == std::string::npos) continue;
+    const fs::path path = ensure_model(dir, kind);
+    auto model = m::Model::load(path);
+    const m::ArchConfig& c = model->config;
+    e::KvCache cache(c, (kPrompt + kGen + kBlock - 1) / kBlock, kBlock);
+    e::Engine engine(*model, cache, {threads, kPrompt});
+    std::vector<float> logits;
+    Row row;
+    row.label = kind.label;
+    row.size_gb = static_cast<double>(fs::file_size(path)) / 1e9;
+    const size_t bpt = bytes_per_token(*model);
+    std::printf("%s: %s, %.3f GB, %.3f GB of weights read per decoded token\n", kind.label, path.c_str(),
+                row.size_gb, static_cast<double>(bpt) / 1e9);
+    std::fflush(stdout);
+
+    // pp512: one step over 512 tokens on a fresh sequence; the first run warms (pages, buffers)
+    const std::vector<int32_t> prompt = random_tokens(rng, kPrompt, c.vocab_size);
+    std::vector<double> pp;
+    for (int rep = -1; rep < reps; ++rep) {
+      e::KvCache::Sequence seq;
+      const auto t0 = Clock::now();
+      step(engine, cache, seq, prompt, logits);
+      const double s = seconds_since(t0);
+      cache.release(seq);
+      if (rep >= 0) pp.push_back(static_cast<double>(kPrompt) / s);
+    }
+    row.pp = stats(pp);
+
+    // tg128: a short prompt, then 128 steps of one token each
+    std::vector<double> tg;
+    const std::vector<int32_t> gen = random_tokens(rng, kShortPrompt + kGen, c.vocab_size);
+    for (int rep = -1; rep < reps; ++rep) {
+      e::KvCache::Sequence seq;
+      step(engine, cache, seq, std::span<const int32_t>(gen).first(kShortPrompt), logits);
+      const auto t0 = Clock::now();
+      for (size_t i = 0; i < (rep < 0 ? 8 : kGen); ++i)
+        step(engine, cache, seq, std::span<const int32_t>(gen).subspan(kShortPrompt + i, 1), logits);
+      const double s = seconds_since(t0);
+      cache.release(seq);
+      if (rep >= 0) tg.push_back(static_cast<double>(kGen) / s);
+    }
+    row.tg = stats(tg);
+    row.gbs = static_cast<double>(bpt) * row.tg.mean / 1e9;
+    rows.push_back(row);
+    std::printf("  pp512 %.1f +- %.1f t/s, tg128 %.2f +- %.2f t/s, %.2f GB/s\n", row.pp.mean, row.pp.sd,
+                row.tg.mean, row.tg.sd, row.gbs);
+    std::fflush(stdout);
+
+    // where a decode step goes: the weight matvecs alone, against whole steps at two context lengths
+    Breakdown b;
+    b.label = kind.label;
+    const std::vector<const m::Matrix*> mats = weight_matrices(*model);
+    size_t max_rows = 0, max_cols = 0, weight_bytes = 0;
+    for (const m::Matrix* w : mats) {
+      max_rows = std::max(max_rows, w->rows);
+      max_cols = std::max(max_cols, w->cols);
+      weight_bytes += w->rows * w->row_bytes();
+    }
+    std::normal_distribution<float> normal;
+    std::vector<float> x(kPrompt * max_cols), y(kPrompt * max_rows);
+    for (float& v : x) v = normal(rng);
+    b.matvec_ms = time_ms(10, [&] {
+      for (const m::Matrix* w : mats) k::matvec(w->type, w->data, w->rows, w->cols, x.data(), y.data(), &engine.pool());
+    });
+    b.matvec_gbs = static_cast<double>(weight_bytes) / (b.matvec_ms / 1e3) / 1e9;
+    {
+      e::KvCache::Sequence seq;
+      step(engine, cache, seq, std::span<const int32_t>(gen).first(kShortPrompt + kGen / 2), logits);
+      size_t i = kShortPrompt + kGen / 2;
+      b.step_short_ms = time_ms(10, [&] {
+        step(engine, cache, seq, std::span<const int32_t>(gen).subspan(i++, 1), logits);
+      });
+      cache.release(seq);
+    }
+    {
+      e::KvCache::Sequence seq;
+      step(engine, cache, seq, prompt, logits);
+      size_t i = 0;
+      b.step_long_ms = time_ms(10, [&] {
+        step(engine, cache, seq, std::span<const int32_t>(gen).subspan(i++, 1), logits);
+      });
+      cache.release(seq);
+    }
+    if (kind.type == k::DType::q8_0 || kind.q4_k_m_mix) {  // prefill: the matmuls alone (batch 512)
+      b.matmul_pp_ms = time_ms(1, [&] {
+        for (const m::Matrix* w : mats) {
+          const size_t batch = w == &model->output ? 1 : kPrompt;  // logits of the last token only
+          k::matmul(w->type, w->data, w->rows, w->cols, x.data(), batch, y.data(), &engine.pool());
+        }
+      });
+    }
+    b.pp_ms = 1e3 * static_cast<double>(kPrompt) / row.pp.mean;
+    breakdowns.push_back(b);
+  }
+
+  std::printf("\nmemory read bandwidth: %.2f GB/s (1 GiB, %d threads, best of 5; bench_kernels loop %.2f, 512-bit %.2f)\n\n",
+              mem_gbs, threads, mem_plain, mem_avx512);
+  std::printf("| model | size (GB) | threads | ISA | pp512 (t/s) | tg128 (t/s) | gen GB/s | %% of read BW |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows)
+    std::printf("| %s | %.2f | %d | %s | %.1f ± %.1f | %.2f ± %.2f | %.2f | %.0f %% |\n", r.label.c_str(), r.size_gb,
+                threads, k::isa_name(k::active_isa()), r.pp.mean, r.pp.sd, r.tg.mean, r.tg.sd, r.gbs,
+                100.0 * r.gbs / mem_gbs);
+  std::printf("\n| model | matvecs alone (ms) | matvec GB/s | step @%zu (ms) | rest @%zu | step @%zu (ms) | rest @%zu |"
+              " pp512 matmuls alone (ms) | pp512 step (ms) |\n",
+              kShortPrompt + kGen / 2, kShortPrompt + kGen / 2, kPrompt, kPrompt);
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  for (const Breakdown& b : breakdowns) {
+    std::printf("| %s | %.1f | %.2f | %.1f | %.1f (%.0f %%) | %.1f | %.1f (%.0f %%) | ", b.label.c_str(), b.matvec_ms,
+                b.matvec_gbs, b.step_short_ms, b.step_short_ms - b.matvec_ms,
+                100.0 * (b.step_short_ms - b.matvec_ms) / b.step_short_ms, b.step_long_ms,
+                b.step_long_ms - b.matvec_ms, 100.0 * (b.step_long_ms - b.matvec_ms) / b.step_long_ms);
+    if (b.matmul_pp_ms > 0)
+      std::printf("%.0f | %.0f |\n", b.matmul_pp_ms, b.pp_ms);
+    else
+      std::printf("- | %.0f |\n", b.pp_ms);
+  }
+  return 0;
+}

@@ -83,6 +83,8 @@ class Engine {
   std::vector<Token> tokens_;
   // Activations, [n][...] row-major; grown once to the largest step seen, never in the token loop.
   std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_up_, act_, logits_in_;
+  std::vector<double> rope_inv_freq_;       // base^(-2i/rope_dims)
+  std::vector<float> rope_cos_, rope_sin_;  // [n][rope_dims/2] for the step's tokens
 };
 
 }  // namespace autoglm::engine

@@ -17,18 +17,18 @@ void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) {
 }
 
 // Rotates the first rope_dims dims of each head by position-dependent angles; the rest pass through.
-void rope(float* v, size_t n_heads, const model::ArchConfig& c, size_t pos) {
+// cs/sn hold cos and sin of the token's angles, computed once for all its heads.
+void rope(float* v, size_t n_heads, const model::ArchConfig& c, const float* cs, const float* sn) {
   const size_t half = c.rope_dims / 2;
+  const bool adjacent = c.rope_style == model::RopeStyle::adjacent;
   for (size_t h = 0; h < n_heads; ++h) {
     float* p = v + h * c.head_dim;
     for (size_t i = 0; i < half; ++i) {
-      const double theta = static_cast<double>(pos) * std::pow(double{c.rope_base}, -2.0 * static_cast<double>(i) / c.rope_dims);
-      const float cs = static_cast<float>(std::cos(theta)), sn = static_cast<float>(std::sin(theta));
-      const size_t a = c.rope_style == model::RopeStyle::adjacent ? 2 * i : i;
-      const size_t b = c.rope_style == model::RopeStyle::adjacent ? 2 * i + 1 : i + half;
+      const size_t a = adjacent ? 2 * i : i;
+      const size_t b = adjacent ? 2 * i + 1 : i + half;
       const float x0 = p[a], x1 = p[b];
-      p[a] = x0 * cs - x1 * sn;
-      p[b] = x0 * sn + x1 * cs;
+      p[a] = x0 * cs[i] - x1 * sn[i];
+      p[b] = x0 * sn[i] + x1 * cs[i];
     }
   }
 }
@@ -40,9 +40,7 @@ void add_bias(float* y, const std::vector<float>& bias, size_t n) {
     for (size_t i = 0; i < m; ++i) y[t * m + i] += bias[i];
 }
 
-void to_f16(const float* src, uint16_t* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] = kernels::f32_to_f16(src[i]);
-}
+void to_f16(const float* src, uint16_t* dst, size_t n) { kernels::quantize_row(kernels::DType::f16, src, dst, n); }
 
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
@@ -50,6 +48,9 @@ float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 Engine::Engine(const model::Model& model, KvCache& cache, EngineOptions options)
     : model_(model), cache_(cache), options_(options), pool_(options.threads) {
+  const model::ArchConfig& c = model_.config;
+  for (size_t i = 0; i < c.rope_dims / 2; ++i)
+    rope_inv_freq_.push_back(std::pow(double{c.rope_base}, -2.0 * static_cast<double>(i) / c.rope_dims));
   ensure_buffers(options_.max_step_tokens);
 }
 
@@ -67,41 +68,49 @@ void Engine::ensure_buffers(size_t n) {
   gate_up_.resize(n * 2 * c.ffn_dim);
   act_.resize(n * c.ffn_dim);
   logits_in_.resize(n * c.d_model);
+  rope_cos_.resize(n * c.rope_dims / 2);
+  rope_sin_.resize(n * c.rope_dims / 2);
   tokens_.reserve(n);
 }
 
-// Causal attention of every token of the step over its sequence's cache, with an online softmax:
-// the scores are never written out.
+// Causal attention of every token of the step over its sequence's cache, with an online softmax
+// (the scores are never written out). One job per (token, KV head): each cached K/V row is
+// converted from f16 once and used by all the query heads that share it.
 void Engine::attention(size_t layer, size_t n) {
   const model::ArchConfig& c = model_.config;
   const size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, qdim = size_t{c.n_heads} * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool_.run(n * c.n_heads, 1, [&](size_t begin, size_t end) {
-    std::vector<float> acc(hd);
+  pool_.run(n * c.n_kv_heads, 1, [&](size_t begin, size_t end) {
+    std::vector<float> k(hd), v(hd), acc(group * hd), max_score(group), sum(group), w(group);
     for (size_t job = begin; job < end; ++job) {
-      const size_t t = job / c.n_heads, h = job % c.n_heads, kvh = h / group;
+      const size_t t = job / c.n_kv_heads, kvh = job % c.n_kv_heads;
       const Token& tok = tokens_[t];
-      const float* q = q_.data() + t * qdim + h * hd;
+      const float* q = q_.data() + t * qdim + kvh * group * hd;  // the group's query heads, adjacent
       std::fill(acc.begin(), acc.end(), 0.0f);
-      float max_score = -INFINITY, sum = 0;
+      std::fill(max_score.begin(), max_score.end(), -INFINITY);
+      std::fill(sum.begin(), sum.end(), 0.0f);
       for (size_t p = 0; p <= tok.pos; ++p) {
-        const uint16_t* k = cache_.k_row(*tok.seq, layer, p) + kvh * hd;
-        float score = 0;
-        for (size_t i = 0; i < hd; ++i) score += q[i] * kernels::f16_to_f32(k[i]);
-        score *= scale;
-        if (score > max_score) {
-          const float correction = std::exp(max_score - score);
-          for (float& a : acc) a *= correction;
-          sum *= correction;
-          max_score = score;
+        kernels::dequantize_row(kernels::DType::f16, cache_.k_row(*tok.seq, layer, p) + kvh * hd, k.data(), hd);
+        for (size_t j = 0; j < group; ++j) {
+          float score = 0;
+          for (size_t i = 0; i < hd; ++i) score += q[j * hd + i] * k[i];
+          score *= scale;
+          if (score > max_score[j]) {
+            const float correction = std::exp(max_score[j] - score);
+            for (size_t i = 0; i < hd; ++i) acc[j * hd + i] *= correction;
+            sum[j] *= correction;
+            max_score[j] = score;
+          }
+          w[j] = std::exp(score - max_score[j]);
+          sum[j] += w[j];
         }
-        const float w = std::exp(score - max_score);
-        sum += w;
-        const uint16_t* v = cache_.v_row(*tok.seq, layer, p) + kvh * hd;
-        for (size_t i = 0; i < hd; ++i) acc[i] += w * kernels::f16_to_f32(v[i]);
+        kernels::dequantize_row(kernels::DType::f16, cache_.v_row(*tok.seq, layer, p) + kvh * hd, v.data(), hd);
+        for (size_t j = 0; j < group; ++j)
+          for (size_t i = 0; i < hd; ++i) acc[j * hd + i] += w[j] * v[i];
       }
-      float* out = att_.data() + t * qdim + h * hd;
-      for (size_t i = 0; i < hd; ++i) out[i] = acc[i] / sum;
+      float* out = att_.data() + t * qdim + kvh * group * hd;
+      for (size_t j = 0; j < group; ++j)
+        for (size_t i = 0; i < hd; ++i) out[j * hd + i] = acc[j * hd + i] / sum[j];
     }
   });
 }
@@ -150,6 +159,16 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     }
   }
 
+  // RoPE angles of each token, shared by every layer and head
+  const size_t half = c.rope_dims / 2;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < half; ++j) {
+      const double theta = static_cast<double>(tokens_[i].pos) * rope_inv_freq_[j];
+      rope_cos_[i * half + j] = static_cast<float>(std::cos(theta));
+      rope_sin_[i * half + j] = static_cast<float>(std::sin(theta));
+    }
+  }
+
   for (size_t li = 0; li < c.n_layers; ++li) {
     const model::Layer& l = model_.layers[li];
     // attention rmsnorm
@@ -163,8 +182,10 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     add_bias(v_.data(), l.bv, n);
     // RoPE on q and k, then k and v into the cache
     for (size_t i = 0; i < n; ++i) {
-      rope(q_.data() + i * qdim, c.n_heads, c, tokens_[i].pos);
-      rope(k_.data() + i * kvdim, c.n_kv_heads, c, tokens_[i].pos);
+      const float* cs = rope_cos_.data() + i * c.rope_dims / 2;
+      const float* sn = rope_sin_.data() + i * c.rope_dims / 2;
+      rope(q_.data() + i * qdim, c.n_heads, c, cs, sn);
+      rope(k_.data() + i * kvdim, c.n_kv_heads, c, cs, sn);
       to_f16(k_.data() + i * kvdim, cache_.k_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
       to_f16(v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
     }

@@ -8,60 +8,15 @@
 
 #include "autoglm/engine.h"
 #include "autoglm/npy.h"
+#include "logits_compare.h"
 #include "test_support.h"
 
 using namespace autoglm;
 namespace fs = std::filesystem;
+using test::LogitDiff;
+using test::read_prompts;
 
 namespace {
-
-struct Diff {
-  double rms = 0, max_abs = 0, mean_kl = 0;
-};
-
-// d = ours - ref over all positions and vocab entries; KL(softmax(ref) || softmax(ours)) per position.
-Diff compare(const std::vector<float>& ours, const std::vector<float>& ref, size_t vocab) {
-  Diff d;
-  const size_t rows = ref.size() / vocab;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* a = ours.data() + r * vocab;
-    const float* b = ref.data() + r * vocab;
-    double max_a = -INFINITY, max_b = -INFINITY;
-    for (size_t i = 0; i < vocab; ++i) {
-      const double e = double{a[i]} - b[i];
-      d.rms += e * e;
-      d.max_abs = std::max(d.max_abs, std::abs(e));
-      max_a = std::max(max_a, double{a[i]});
-      max_b = std::max(max_b, double{b[i]});
-    }
-    double za = 0, zb = 0;
-    for (size_t i = 0; i < vocab; ++i) {
-      za += std::exp(a[i] - max_a);
-      zb += std::exp(b[i] - max_b);
-    }
-    double kl = 0;
-    for (size_t i = 0; i < vocab; ++i) {
-      const double lp = b[i] - max_b - std::log(zb), lq = a[i] - max_a - std::log(za);
-      kl += std::exp(lp) * (lp - lq);
-    }
-    d.mean_kl += kl / static_cast<double>(rows);
-  }
-  d.rms = std::sqrt(d.rms / static_cast<double>(ref.size()));
-  return d;
-}
-
-std::vector<std::vector<int32_t>> read_prompts(const fs::path& path) {
-  std::ifstream in(path);
-  std::vector<std::vector<int32_t>> prompts;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    std::vector<int32_t> ids;
-    std::stringstream ss(line);
-    for (std::string id; std::getline(ss, id, ',');) ids.push_back(std::stoi(id));
-    prompts.push_back(ids);
-  }
-  return prompts;
-}
 
 std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens, size_t block_size = 16,
                        size_t step_tokens = 512, int threads = 2) {
@@ -119,7 +74,7 @@ TEST_P(Parity, LogitsMatchTheReferenceEngine) {
   for (size_t p = 0; p < prompts.size(); ++p) {
     const npy::ArrayF32 ref = npy::read_f32(dir / "refs" / (c.model + ".p" + std::to_string(p) + ".npy"));
     ASSERT_EQ(ref.shape, (std::vector<uint64_t>{prompts[p].size(), m->config.vocab_size}));
-    const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+    const LogitDiff d = test::compare_logits(run(*m, prompts[p]), ref.data, m->config.vocab_size);
     EXPECT_LE(d.rms, max_rms) << c.model << " p" << p;
     EXPECT_LE(d.max_abs, max_abs) << c.model << " p" << p;
     EXPECT_LE(d.mean_kl, max_kl) << c.model << " p" << p;
@@ -139,7 +94,7 @@ TEST(HfParity, FolderAsStoredMatchesTheReference) {
   EXPECT_EQ(m->layers[0].wq.type, kernels::DType::bf16);  // kept as stored, mapped
   for (size_t p = 0; p < prompts.size(); ++p) {
     const npy::ArrayF32 ref = npy::read_f32(dir / "refs" / ("tiny-glm4-BF16.p" + std::to_string(p) + ".npy"));
-    const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+    const LogitDiff d = test::compare_logits(run(*m, prompts[p]), ref.data, m->config.vocab_size);
     EXPECT_LE(d.rms, 1e-2) << "p" << p;
     EXPECT_LE(d.max_abs, 5e-2) << "p" << p;
     EXPECT_LE(d.mean_kl, 1e-4) << "p" << p;
@@ -166,14 +121,14 @@ TEST(HfParity, QuantizedAtLoadStaysCloseToTheFloatSource) {
       const std::string suffix = ".p" + std::to_string(p) + ".npy";
       const npy::ArrayF32 source = npy::read_f32(dir / "refs" / ("tiny-glm4-BF16" + suffix));
       const npy::ArrayF32 theirs = npy::read_f32(dir / "refs" / (v.llama_cpp_file + suffix));
-      const Diff ours = compare(run(*m, prompts[p]), source.data, vocab);
+      const LogitDiff ours = test::compare_logits(run(*m, prompts[p]), source.data, vocab);
       const std::string what = v.llama_cpp_file + " p" + std::to_string(p);
       if (v.quant == kernels::DType::q8_0) {
         EXPECT_LE(ours.rms, 5e-2) << what;
         EXPECT_LE(ours.max_abs, 0.3) << what;
         EXPECT_LE(ours.mean_kl, 1e-3) << what;
       } else {
-        const Diff bar = compare(theirs.data, source.data, vocab);
+        const LogitDiff bar = test::compare_logits(theirs.data, source.data, vocab);
         EXPECT_LE(ours.rms, 1.1 * bar.rms) << what;
         EXPECT_LE(ours.mean_kl, 1.1 * bar.mean_kl) << what;
       }
@@ -228,8 +183,8 @@ TEST(Engine, BatchedStepGivesEachSequenceItsOwnLogits) {
   const std::vector<float> got_a(logits.begin(), logits.begin() + static_cast<long>(a.size() * vocab));
   const std::vector<float> got_b(logits.begin() + static_cast<long>(a.size() * vocab), logits.end());
   const std::vector<float> want_b(alone_b.end() - static_cast<long>(vocab), alone_b.end());
-  EXPECT_LT(compare(got_a, alone_a, vocab).max_abs, 1e-4);
-  EXPECT_LT(compare(got_b, want_b, vocab).max_abs, 1e-4);
+  EXPECT_LT(test::compare_logits(got_a, alone_a, vocab).max_abs, 1e-4);
+  EXPECT_LT(test::compare_logits(got_b, want_b, vocab).max_abs, 1e-4);
   EXPECT_EQ(sa.length, a.size());
   EXPECT_EQ(sb.length, b.size());
 
@@ -244,7 +199,7 @@ TEST(Engine, BatchedStepGivesEachSequenceItsOwnLogits) {
   const auto alone_a2 = run(*m, a2);
   const std::vector<float> want_a2(alone_a2.end() - static_cast<long>(vocab), alone_a2.end());
   const std::vector<float> got_a2(logits.begin(), logits.begin() + static_cast<long>(vocab));
-  EXPECT_LT(compare(got_a2, want_a2, vocab).max_abs, 1e-4);
+  EXPECT_LT(test::compare_logits(got_a2, want_a2, vocab).max_abs, 1e-4);
 }
 
 TEST(Engine, KvCachePoolHandsOutAndTakesBackBlocks) {

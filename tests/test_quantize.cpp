@@ -13,61 +13,16 @@
 #include "autoglm/npy.h"
 #include "autoglm/quantize.h"
 #include "autoglm/random_model.h"
+#include "logits_compare.h"
 #include "test_support.h"
 
 using namespace autoglm;
 namespace fs = std::filesystem;
 using kernels::DType;
+using test::compare_logits;
+using test::read_prompts;
 
 namespace {
-
-struct Diff {
-  double rms = 0, max_abs = 0, mean_kl = 0;
-};
-
-// As tests/test_engine.cpp: d = ours - ref; KL(softmax(ref) || softmax(ours)) averaged over positions.
-Diff compare(const std::vector<float>& ours, const std::vector<float>& ref, size_t vocab) {
-  Diff d;
-  const size_t rows = ref.size() / vocab;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* a = ours.data() + r * vocab;
-    const float* b = ref.data() + r * vocab;
-    double max_a = -INFINITY, max_b = -INFINITY;
-    for (size_t i = 0; i < vocab; ++i) {
-      const double e = double{a[i]} - b[i];
-      d.rms += e * e;
-      d.max_abs = std::max(d.max_abs, std::abs(e));
-      max_a = std::max(max_a, double{a[i]});
-      max_b = std::max(max_b, double{b[i]});
-    }
-    double za = 0, zb = 0;
-    for (size_t i = 0; i < vocab; ++i) {
-      za += std::exp(a[i] - max_a);
-      zb += std::exp(b[i] - max_b);
-    }
-    double kl = 0;
-    for (size_t i = 0; i < vocab; ++i) {
-      const double lp = b[i] - max_b - std::log(zb), lq = a[i] - max_a - std::log(za);
-      kl += std::exp(lp) * (lp - lq);
-    }
-    d.mean_kl += kl / static_cast<double>(rows);
-  }
-  d.rms = std::sqrt(d.rms / static_cast<double>(ref.size()));
-  return d;
-}
-
-std::vector<std::vector<int32_t>> read_prompts(const fs::path& path) {
-  std::ifstream in(path);
-  std::vector<std::vector<int32_t>> prompts;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    std::vector<int32_t> ids;
-    std::stringstream ss(line);
-    for (std::string id; std::getline(ss, id, ',');) ids.push_back(std::stoi(id));
-    prompts.push_back(ids);
-  }
-  return prompts;
-}
 
 std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens) {
   engine::KvCache cache(m.config, tokens.size() / 16 + 2, 16);
@@ -186,7 +141,7 @@ TEST(QuantizeRoundTrip, QuantizedFloatFixturesStayWithinTolerances) {
         const std::string what = "tiny-" + arch + " " + kernels::dtype_info(v.type).name + " vs refs/tiny-" + arch +
                                  "-" + v.ref + " p" + std::to_string(p);
         const npy::ArrayF32 ref = npy::read_f32(fixture("refs/tiny-" + arch + "-" + v.ref + ".p" + std::to_string(p) + ".npy"));
-        const Diff d = compare(run(*m, prompts[p]), ref.data, m->config.vocab_size);
+        const test::LogitDiff d = compare_logits(run(*m, prompts[p]), ref.data, m->config.vocab_size);
         std::printf("%s: rms %.4g max %.4g kl %.3g\n", what.c_str(), d.rms, d.max_abs, d.mean_kl);
         EXPECT_LE(d.rms, 5e-2) << what;
         EXPECT_LE(d.max_abs, 0.3) << what;
@@ -357,7 +312,7 @@ TEST(QuantizeLlama, HfFolderRoundTripsToTheGguf) {
   const auto hf = model::Model::load(tmp / "hf");
   const auto gg = model::Model::load_gguf(tmp / "out.gguf");
   const std::vector<int32_t> tokens_in = {1, 5, 9, 42, 7, 100, 3, 250};
-  EXPECT_LT(compare(run(*gg, tokens_in), run(*hf, tokens_in), spec.vocab_size).max_abs, 1e-3);
+  EXPECT_LT(compare_logits(run(*gg, tokens_in), run(*hf, tokens_in), spec.vocab_size).max_abs, 1e-3);
 }
 
 TEST(QuantizeErrors, RowsThatAreNotWholeBlocksNameTheTensor) {

@@ -8,6 +8,7 @@
 #include "autoglm/engine.h"
 #include "autoglm/exit_codes.h"
 #include "autoglm/npy.h"
+#include "autoglm/quantize.h"
 #include "commands.h"
 
 namespace autoglm::cli {
@@ -59,16 +60,10 @@ void select_isa(const std::string& name) {
 model::LoadOptions load_options(const std::string& name) {
   model::LoadOptions o;
   if (name.empty() || name == "auto") return o;
-  for (kernels::DType t : {kernels::DType::f32, kernels::DType::f16, kernels::DType::bf16, kernels::DType::q8_0,
-                           kernels::DType::q4_0, kernels::DType::q4_k, kernels::DType::q6_k}) {
-    std::string n = kernels::dtype_info(t).name;
-    for (char& ch : n) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (n == name) {
-      o.quantize_to = t;
-      return o;
-    }
-  }
-  throw Error(kExitUsage, fmt::format("--quantization: unknown type '{}' (use auto, f16, bf16, q8_0, q4_0, q4_k)", name));
+  o.quantize_to = model::parse_quantize_type(name);
+  if (!o.quantize_to)
+    throw Error(kExitUsage, fmt::format("--quantization: unknown type '{}' (use auto, f16, bf16, q8_0, q4_0, q4_k)", name));
+  return o;
 }
 
 int run_logits(const LogitsArgs& a) {

@@ -5,8 +5,10 @@
 //   memory_read/threads:T             sum of a AUTOGLM_BENCH_MB buffer (default 1024 MiB) on T threads
 //   matvec/TYPE/ISA/threads:T         one matvec over an AUTOGLM_BENCH_MB weight matrix, 8192 columns
 //   matmul/TYPE/batch:B/threads:T     4096 x 4096 weights times B vectors (prefill), best ISA; items = flops
+//   pool_run/threads:T                one ThreadPool::run with a trivial job: the fixed cost per matvec
 //
 // bytes_per_second is weight bytes (Google Benchmark prints it in GiB/s as "G/s").
+// AUTOGLM_BENCH_HUGEPAGES=1 backs the large buffers with transparent huge pages (madvise).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -15,7 +17,10 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <sys/mman.h>
+#include <xmmintrin.h>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "autoglm/kernels.h"
@@ -31,11 +36,60 @@ size_t set_bytes() {
 
 int max_threads() { return static_cast<int>(std::max(2u, std::thread::hardware_concurrency())); }
 
+// A large zeroed buffer from mmap: page-aligned, optionally on 2 MiB pages.
+template <class T>
+class BigBuffer {
+ public:
+  BigBuffer() = default;
+  explicit BigBuffer(size_t count) : count_(count) {
+    bytes_ = std::max<size_t>(count * sizeof(T), 1);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    const char* huge = std::getenv("AUTOGLM_BENCH_HUGEPAGES");
+    if (huge && *huge == '1') madvise(p, bytes_, MADV_HUGEPAGE);
+    data_ = static_cast<T*>(p);
+  }
+  ~BigBuffer() { reset(); }
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+  BigBuffer(BigBuffer&& o) noexcept { *this = std::move(o); }
+  BigBuffer& operator=(BigBuffer&& o) noexcept {
+    reset();
+    std::swap(data_, o.data_);
+    std::swap(count_, o.count_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  T& operator[](size_t i) { return data_[i]; }
+
+ private:
+  void reset() {
+    if (data_) munmap(data_, bytes_);
+    data_ = nullptr;
+    count_ = bytes_ = 0;
+  }
+  T* data_ = nullptr;
+  size_t count_ = 0, bytes_ = 0;
+};
+
 // ---- memory read bandwidth: the ceiling for a matvec ----
 
+// With the same 4 KiB software prefetch as the kernels: without it a plain sum reads slower than a
+// prefetching matvec does, and would understate the ceiling.
 uint64_t sum_words(const uint64_t* p, size_t n) {
   uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: the loop vectorizes and never waits on an add
   size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i) + 4096, _MM_HINT_T0);
+    s0 += p[i] + p[i + 4];
+    s1 += p[i + 1] + p[i + 5];
+    s2 += p[i + 2] + p[i + 6];
+    s3 += p[i + 3] + p[i + 7];
+  }
   for (; i + 4 <= n; i += 4) {
     s0 += p[i];
     s1 += p[i + 1];
@@ -47,8 +101,8 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
 }
 
 void BM_memory_read(benchmark::State& state) {
-  static std::vector<uint64_t> buffer = [] {
-    std::vector<uint64_t> b(set_bytes() / 8);
+  static BigBuffer<uint64_t> buffer = [] {
+    BigBuffer<uint64_t> b(set_bytes() / 8);
     for (size_t i = 0; i < b.size(); ++i) b[i] = i;  // touch every page before timing
     return b;
   }();
@@ -65,10 +119,10 @@ void BM_memory_read(benchmark::State& state) {
 
 // ---- weights: random blocks with sane scales, a 64 MiB pattern repeated (beyond any cache) ----
 
-std::vector<uint8_t> make_weights(k::DType type, size_t rows, size_t cols) {
+BigBuffer<uint8_t> make_weights(k::DType type, size_t rows, size_t cols) {
   const size_t rb = k::row_bytes(type, cols);
   const size_t pattern_rows = std::min(rows, std::max<size_t>(1, (size_t{64} << 20) / rb));
-  std::vector<uint8_t> w(rows * rb);
+  BigBuffer<uint8_t> w(rows * rb);
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   std::vector<float> row(cols);
@@ -100,13 +154,12 @@ std::vector<uint8_t> make_weights(k::DType type, size_t rows, size_t cols) {
 struct BigMatrix {
   k::DType type = k::DType::f32;
   size_t rows = 0, cols = 8192;
-  std::vector<uint8_t> w;
+  BigBuffer<uint8_t> w;
 
   static BigMatrix& of(k::DType type) {
     static BigMatrix m;
     if (m.w.empty() || m.type != type) {
-      m.w.clear();
-      m.w.shrink_to_fit();
+      m.w = BigBuffer<uint8_t>();
       m.type = type;
       m.rows = set_bytes() / k::row_bytes(type, m.cols);
       m.w = make_weights(type, m.rows, m.cols);
@@ -139,7 +192,7 @@ void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, int threads) 
 void BM_matmul(benchmark::State& state, k::DType type, size_t batch, int threads) {
   constexpr size_t rows = 4096, cols = 4096;
   static k::DType built_type = k::DType::f32;
-  static std::vector<uint8_t> w;
+  static BigBuffer<uint8_t> w;
   if (w.empty() || built_type != type) {
     w = make_weights(type, rows, cols);
     built_type = type;
@@ -156,6 +209,13 @@ void BM_matmul(benchmark::State& state, k::DType type, size_t batch, int threads
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 2 * rows * cols * batch));  // flops
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * w.size()));
+}
+
+void BM_pool_run(benchmark::State& state) {
+  k::ThreadPool pool(static_cast<int>(state.range(0)));
+  std::atomic<size_t> sink{0};
+  for (auto _ : state) pool.run(64, 16, [&](size_t begin, size_t end) { sink += end - begin; });
+  benchmark::DoNotOptimize(sink.load());
 }
 
 }  // namespace
@@ -190,6 +250,10 @@ int main(int argc, char** argv) {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  benchmark::RegisterBenchmark("pool_run", BM_pool_run)
+      ->ArgName("threads")
+      ->DenseRange(1, threads_max, 1)
+      ->UseRealTime();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -401,7 +401,8 @@ TEST_P(KernelProduct, BatchInvariant) {
   matmul(type_, w.data(), rows, cols, x.data(), batch, all.data(), nullptr);
   for (size_t b = 0; b < batch; ++b) {
     matvec(type_, w.data(), rows, cols, x.data() + b * cols, one.data(), nullptr);
-    for (size_t r = 0; r < rows; ++r) ASSERT_EQ(bits(one[r]), bits(all[b * rows + r])) << "vector " << b << " row " << r;
+    for (size_t r = 0; r < rows; ++r)
+      ASSERT_EQ(bits(one[r]), bits(all[b * rows + r])) << "vector " << b << " row " << r;
   }
 }
 

@@ -4,8 +4,6 @@
 //
 // Functions carry target attributes instead of the file being built with -mavx2, so nothing here
 // (inline functions from headers included) can leak AVX2 code into paths a plain x86-64 CPU runs.
-#include <cstdlib>
-
 #include "blocks.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -18,15 +16,13 @@ namespace {
 
 constexpr size_t kTile = 2;  // vectors per pass over a row
 
-// Decode streams the weights from memory: ask for the lines kPrefetchBytes ahead of the ones in use
-// so the loads overlap the arithmetic (the hardware prefetcher alone runs too little ahead).
-inline size_t prefetch_distance() { static const size_t d = [] { const char* e = std::getenv("AUTOGLM_PF"); return e ? std::strtoull(e, nullptr, 10) : 1024; }(); return d; }
+// Decode streams the weights from memory: request the lines kPrefetchBytes ahead of those in use
+// so loads overlap the arithmetic. The hardware prefetcher alone runs too little ahead: with it a
+// 1 GiB Q8_0 matvec ran at 9 GiB/s, with 4 KiB of software prefetch at 19 (2-16 KiB measured).
+constexpr size_t kPrefetchBytes = 4096;
 AUTOGLM_AVX2 inline void prefetch_ahead(const void* p, size_t bytes) {
-  const char* c = static_cast<const char*>(p) + prefetch_distance();
-  static const bool l2 = std::getenv("AUTOGLM_PFL2") != nullptr;
-  for (size_t off = 0; off < bytes; off += 64) {
-    if (l2) _mm_prefetch(c + off, _MM_HINT_T1); else _mm_prefetch(c + off, _MM_HINT_T0);
-  }
+  const char* ahead = static_cast<const char*>(p) + kPrefetchBytes;
+  for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(ahead + off, _MM_HINT_T0);
 }
 
 AUTOGLM_AVX2 inline float hsum(__m256 v) {
@@ -163,11 +159,17 @@ AUTOGLM_AVX2 void dot_q4_k(const void* row, size_t cols, const float* x, size_t 
   finish(acc, nullptr, out);
 }
 
+// Bits 2k and 2k + 1 of each lane (a qh byte) moved to bits 4 and 5: the high part of value k.
+template <int K>
+AUTOGLM_AVX2 inline __m256i q6_high(__m256i qh) {
+  return _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(qh, 2 * K), _mm256_set1_epi32(3)), 4);
+}
+
 // ---- Q6_K: sub-block j of 16: w = d * scales[j] * (q - 32) = fma(q, s, -32 s) ----
 template <size_t NB>
 AUTOGLM_AVX2 void dot_q6_k(const void* row, size_t cols, const float* x, size_t xs, float* out) {
   const auto* blocks = static_cast<const BlockQ6K*>(row);
-  const __m256i low4 = _mm256_set1_epi32(0xF), m2 = _mm256_set1_epi32(3);
+  const __m256i low4 = _mm256_set1_epi32(0xF);
   Acc<NB> acc;
   zero(acc);
   for (size_t i = 0; i < cols / kQK_K; ++i) {
@@ -185,12 +187,10 @@ AUTOGLM_AVX2 void dot_q6_k(const void* row, size_t cols, const float* x, size_t 
       const uint8_t* qh = blk.qh + 32 * h;
       for (size_t l = 0; l < 32; l += 8) {  // elements l.., l+32.., l+64.., l+96.. of this half
         const __m256i a = widen_u8(ql + l), c = widen_u8(ql + 32 + l), hb = widen_u8(qh + l);
-        const __m256i q[4] = {
-            _mm256_or_si256(_mm256_and_si256(a, low4), _mm256_slli_epi32(_mm256_and_si256(hb, m2), 4)),
-            _mm256_or_si256(_mm256_and_si256(c, low4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, 2), m2), 4)),
-            _mm256_or_si256(_mm256_srli_epi32(a, 4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hb, 4), m2), 4)),
-            _mm256_or_si256(_mm256_srli_epi32(c, 4), _mm256_slli_epi32(_mm256_srli_epi32(hb, 6), 4)),
-        };
+        const __m256i q[4] = {_mm256_or_si256(_mm256_and_si256(a, low4), q6_high<0>(hb)),
+                              _mm256_or_si256(_mm256_and_si256(c, low4), q6_high<1>(hb)),
+                              _mm256_or_si256(_mm256_srli_epi32(a, 4), q6_high<2>(hb)),
+                              _mm256_or_si256(_mm256_srli_epi32(c, 4), q6_high<3>(hb))};
         const size_t s = 8 * h + l / 16;  // sub-block of element l; +2 per group of 32
         __m256 w[4];
 #pragma GCC unroll 4

@@ -29,6 +29,7 @@
 #include "autoglm/kernels.h"
 #include "autoglm/model.h"
 #include "autoglm/random_model.h"
+#include "memory_read.h"
 
 namespace {
 
@@ -59,20 +60,9 @@ std::string env_or(const char* name, const std::string& fallback) {
   return v && *v ? v : fallback;
 }
 
-// ---- memory read bandwidth: bench_kernels' BM_memory_read, best of 5 over 1 GiB ----
+// ---- memory read bandwidth: the sum bench_kernels uses (memory_read.h), best of 5 over 1 GiB ----
 
-uint64_t sum_words(const uint64_t* p, size_t n) {
-  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;  // four chains: the loop vectorizes and never waits on an add
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += p[i];
-    s1 += p[i + 1];
-    s2 += p[i + 2];
-    s3 += p[i + 3];
-  }
-  for (; i < n; ++i) s0 += p[i];
-  return s0 + s1 + s2 + s3;
-}
+using autoglm::bench::sum_words;
 
 #if defined(__x86_64__)
 // The same sum with 512-bit loads: the -march=x86-64 build vectorizes sum_words to 128 bits only,

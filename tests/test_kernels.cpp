@@ -84,13 +84,30 @@ std::vector<uint8_t> random_weights(DType type, size_t rows, size_t cols, std::m
   return w;
 }
 
-// Reference: each row dequantized (the scalar definition), then a double-precision dot product.
+// Quantized weight types multiply int8-quantized activations (as llama.cpp does): per block of 32,
+// dx = max|x| / 127 and x ~ dx * round-half-even(x / dx). Written here independently of the kernels.
+std::vector<float> int8_activations(const std::vector<float>& x) {
+  std::vector<float> out(x.size());
+  for (size_t i = 0; i < x.size(); i += 32) {
+    float amax = 0;
+    for (size_t l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(x[i + l]));
+    const float dx = amax / 127.0f, id = dx != 0 ? 1.0f / dx : 0.0f;
+    for (size_t l = 0; l < 32; ++l) out[i + l] = dx * std::nearbyint(x[i + l] * id);
+  }
+  return out;
+}
+
+bool int8_type(DType t) { return is_block_type(t); }
+
+// Reference: each row dequantized (the scalar definition), then a double-precision dot product with
+// the activations (int8-quantized for block types, as they are meant to be).
 struct Reference {
   std::vector<double> y;     // [batch][rows]
   std::vector<double> mass;  // sum |w_j x_j| per output: the scale of f32 rounding error
 };
 Reference reference_matmul(DType type, const std::vector<uint8_t>& w, size_t rows, size_t cols,
-                           const std::vector<float>& x, size_t batch) {
+                           const std::vector<float>& x_in, size_t batch, bool quantize_acts = true) {
+  const std::vector<float> x = int8_type(type) && quantize_acts ? int8_activations(x_in) : x_in;
   Reference ref{std::vector<double>(rows * batch), std::vector<double>(rows * batch)};
   const size_t rb = row_bytes(type, cols);
   std::vector<float> row(cols);
@@ -428,6 +445,8 @@ TEST_P(KernelProduct, ThreadedIsBitIdentical) {
 
 // The SIMD path against the scalar path on the same data (both are also checked against the
 // double-precision reference above; this catches a path drifting in the same direction).
+// Quantized types: every path computes the same integer sums and the same float steps, so they
+// agree to the bit.
 TEST_P(KernelProduct, AgreesWithScalarPath) {
   if (isa_ == Isa::scalar) GTEST_SKIP() << "scalar is the baseline";
   std::mt19937 rng(8);
@@ -439,8 +458,40 @@ TEST_P(KernelProduct, AgreesWithScalarPath) {
   set_isa(Isa::scalar);
   matmul(type_, w.data(), rows, cols, x.data(), batch, scalar.data(), nullptr);
   const Reference ref = reference_matmul(type_, w, rows, cols, x, batch);
-  for (size_t i = 0; i < simd.size(); ++i)
-    ASSERT_NEAR(simd[i], scalar[i], 2 * tolerance(ref.mass[i], cols)) << i;
+  for (size_t i = 0; i < simd.size(); ++i) {
+    if (int8_type(type_))
+      ASSERT_EQ(bits(simd[i]), bits(scalar[i])) << i << ": " << simd[i] << " vs " << scalar[i];
+    else
+      ASSERT_NEAR(simd[i], scalar[i], 2 * tolerance(ref.mass[i], cols)) << i;
+  }
+}
+
+// The int8 activations cost at most half a quantization step of x per element against the exact
+// float product: |error| <= sum_j |w_j| * dx_j / 2 (plus f32 rounding).
+TEST_P(KernelProduct, Int8ActivationErrorIsBounded) {
+  if (!int8_type(type_)) GTEST_SKIP() << "float weights multiply float activations";
+  std::mt19937 rng(11);
+  const size_t rows = 24, cols = 8 * dtype_info(type_).block_size, batch = 3;
+  const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
+  std::vector<float> x = random_floats(batch * cols, rng);
+  x[5] = 40.0f;  // an outlier coarsens its block only
+  std::vector<float> y(batch * rows);
+  matmul(type_, w.data(), rows, cols, x.data(), batch, y.data(), nullptr);
+  const Reference exact = reference_matmul(type_, w, rows, cols, x, batch, /*quantize_acts=*/false);
+  std::vector<float> row(cols);
+  for (size_t r = 0; r < rows; ++r) {
+    dequantize_row(type_, w.data() + r * row_bytes(type_, cols), row.data(), cols);
+    for (size_t b = 0; b < batch; ++b) {
+      double bound = 0;
+      for (size_t i = 0; i < cols; i += 32) {
+        float amax = 0;
+        for (size_t l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(x[b * cols + i + l]));
+        for (size_t l = 0; l < 32; ++l) bound += std::fabs(double(row[i + l])) * amax / 127.0 / 2;
+      }
+      const size_t k = b * rows + r;
+      ASSERT_NEAR(y[k], exact.y[k], bound + tolerance(exact.mass[k], cols)) << "row " << r << " vector " << b;
+    }
+  }
 }
 
 // Weights produced by our quantizer (the realistic case) rather than random bytes.

@@ -9,6 +9,7 @@
 
 #include "autoglm/kernels.h"
 #include "blocks.h"
+#include "qmatmul.h"
 
 namespace autoglm::kernels {
 namespace {
@@ -16,22 +17,7 @@ namespace {
 constexpr size_t kRowGrain = 16;         // rows per scheduling unit (and per cache tile in matmul)
 constexpr size_t kMinParallelMacs = 1u << 16;  // below this a wake-up costs more than it saves
 
-// ---- scalar reference: dequantize a block into a small local array, then multiply-accumulate ----
-
-template <class Block, size_t kElems>
-void row_dot_blocks(const void* row, size_t cols, const float* x, size_t x_stride, size_t nb, float* out) {
-  const auto* blocks = static_cast<const Block*>(row);
-  float acc[kMaxBatchTile] = {};
-  float w[kElems];
-  for (size_t i = 0; i < cols / kElems; ++i) {
-    dequantize_block(blocks[i], w);
-    for (size_t b = 0; b < nb; ++b) {
-      const float* xb = x + b * x_stride + i * kElems;
-      for (size_t j = 0; j < kElems; ++j) acc[b] += w[j] * xb[j];
-    }
-  }
-  std::copy(acc, acc + nb, out);
-}
+// ---- scalar reference (float weight types) ----
 
 float load_f32(const void* row, size_t j) {
   float v = 0;
@@ -97,28 +83,63 @@ RowDot row_dot_scalar(DType type) {
     case DType::f32: return row_dot_elements<load_f32>;
     case DType::f16: return row_dot_elements<load_f16>;
     case DType::bf16: return row_dot_elements<load_bf16>;
-    case DType::q8_0: return row_dot_blocks<BlockQ8_0, kQK>;
-    case DType::q4_0: return row_dot_blocks<BlockQ4_0, kQK>;
-    case DType::q4_k: return row_dot_blocks<BlockQ4K, kQK_K>;
-    case DType::q6_k: return row_dot_blocks<BlockQ6K, kQK_K>;
+    default: return nullptr;  // quantized types go through qmatmul
   }
-  return nullptr;
 }
 
-void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {
-  matmul(type, w, rows, cols, x, 1, y, pool);
+namespace {
+
+QRows select_qrows(DType type) {
+  switch (active_isa()) {
+    case Isa::avx512:
+      if (QRows f = qrows_avx512(type)) return f;
+      [[fallthrough]];
+    case Isa::avx2:
+      if (QRows f = qrows_avx2(type)) return f;
+      [[fallthrough]];
+    case Isa::scalar: break;
+  }
+  return qrows_scalar;
 }
+
+bool worth_threads(const ThreadPool* pool, size_t rows, size_t cols, size_t batch, size_t grain) {
+  return pool && pool->size() > 1 && rows > grain && rows * cols * batch >= kMinParallelMacs;
+}
+
+// Quantized weights: activations to int8 first (once per call), then integer dot products.
+void qmatmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
+             ThreadPool* pool) {
+  thread_local QActsStorage storage;
+  const QActs& acts = storage.prepare(type, cols, batch);
+  if (pool && pool->size() > 1 && batch >= 8)
+    pool->run(batch, 1, [&](size_t begin, size_t end) { storage.quantize(x, begin, end); });
+  else
+    storage.quantize(x, 0, batch);
+  const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, &acts, y};
+  const QRows fn = select_qrows(type);
+  if (worth_threads(pool, rows, cols, batch, kQRowTile))
+    pool->run(rows, kQRowTile, [&job, fn](size_t begin, size_t end) { fn(job, begin, end); });
+  else
+    fn(job, 0, rows);
+}
+
+}  // namespace
 
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool) {
   if (rows == 0 || batch == 0) return;
+  if (is_int8_type(type)) return qmatmul(type, w, rows, cols, x, batch, y, pool);
   const MatmulJob job{select_row_dot(type), static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols,
                       batch, x, y};
   // A lambda holding one pointer fits std::function's inline buffer: no allocation per call.
-  if (pool && pool->size() > 1 && rows > kRowGrain && rows * cols * batch >= kMinParallelMacs)
+  if (worth_threads(pool, rows, cols, batch, kRowGrain))
     pool->run(rows, kRowGrain, [&job](size_t begin, size_t end) { job.run_rows(begin, end); });
   else
     job.run_rows(0, rows);
+}
+
+void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {
+  matmul(type, w, rows, cols, x, 1, y, pool);
 }
 
 }  // namespace autoglm::kernels

@@ -1,0 +1,91 @@
+#pragma once
+// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) with
+// activations quantized to int8, the way llama.cpp computes them, so that the inner loop is an
+// integer dot product (VNNI vpdpbusd, AVX2 vpmaddubsw) instead of dequantize-then-FMA.
+//
+// The canonical definition, which every path reproduces bit for bit (so results never depend on the
+// ISA, the thread count, the batch, or whether a product ran as matvec or as a packed GEMM):
+//
+//  1. Each activation vector is cut into blocks of 32: dx = max|x| / 127, q = round-half-even(x / dx)
+//     (as x * (1 / dx)), and t = dx * sum(q) per block.
+//  2. Each weight row is cut into groups (32 elements; 16 for Q6_K). A group has integer weights wq,
+//     a float scale s and, for Q4_K only, a float offset m: w = s * wq + m.
+//  3. y = 0; for every group g in order: isum = sum(wq * q) over the group (exact, in integers);
+//     y = fma(float(isum), s * dx, y); and for Q4_K: y = fma(m, t, y) — dx and t of the activation
+//     block that holds the group.
+//
+// Only the integer sums may be computed in any order; the float steps are the same operations in
+// the same order on every path.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "blocks.h"
+
+namespace autoglm::kernels {
+
+constexpr size_t kActBlock = 32;  // activation elements per int8 block
+
+// The quantized form of `batch` activation vectors of `cols` elements (cols a multiple of 32).
+struct QActs {
+  size_t cols = 0, batch = 0;
+  size_t group = 32;        // weight group size of the type these were prepared for (32 or 16)
+  const int8_t* q = nullptr;     // [batch][cols]
+  const float* dx = nullptr;     // [batch][cols / 32]
+  const float* t = nullptr;      // [batch][cols / 32]: dx * sum(q) over the block
+  // [batch][cols / group]: zero * sum(q) over each group, where `zero` is the offset that turns the
+  // type's integer weights into the unsigned bytes the SIMD kernels multiply (q8_0: 128, q4_0: 8,
+  // q6_k: 32, q4_k: 0): sum(wq * q) = sum(u * q) - corr.
+  const int32_t* corr = nullptr;
+
+  const int8_t* q_row(size_t b) const { return q + b * cols; }
+  const float* dx_row(size_t b) const { return dx + b * (cols / kActBlock); }
+  const float* t_row(size_t b) const { return t + b * (cols / kActBlock); }
+  const int32_t* corr_row(size_t b) const { return corr + b * (cols / group); }
+};
+
+// Owns the arrays of a QActs; reused from call to call (grows, never shrinks).
+class QActsStorage {
+ public:
+  // Sizes the arrays for `batch` vectors of `cols` elements for weights of `type`; the QActs it
+  // returns is filled by quantize().
+  const QActs& prepare(DType type, size_t cols, size_t batch);
+  // Quantizes vectors [begin, end) of x ([batch][cols] floats); ranges may run on different threads.
+  void quantize(const float* x, size_t begin, size_t end);
+
+ private:
+  std::vector<int8_t> q_;
+  std::vector<float> dx_, t_;
+  std::vector<int32_t> corr_;
+  int32_t zero_ = 0;
+  QActs acts_;
+};
+
+// Per-type constants of the canonical definition.
+struct QFormat {
+  size_t group;     // weight elements per group
+  int32_t zero;     // offset of the unsigned byte form, see QActs::corr
+  bool has_min;     // groups carry an offset m (Q4_K)
+};
+bool is_int8_type(DType type);   // the types computed this way
+QFormat qformat(DType type);
+
+// One product over rows [r0, r1): y[b * rows + r] for every b < acts.batch.
+struct QJob {
+  DType type;
+  const uint8_t* w;  // row r at w + r * stride
+  size_t stride;
+  size_t rows, cols;
+  const QActs* acts;
+  float* y;
+};
+
+using QRows = void (*)(const QJob& job, size_t r0, size_t r1);
+void qrows_scalar(const QJob& job, size_t r0, size_t r1);
+QRows qrows_avx2(DType type);    // nullptr when this build has no x86 SIMD path
+QRows qrows_avx512(DType type);  // nullptr without one, or when the CPU lacks VNNI
+
+// The rows a path's tile covers: ranges handed to a QRows function start at a multiple of this.
+constexpr size_t kQRowTile = 32;
+
+}  // namespace autoglm::kernels

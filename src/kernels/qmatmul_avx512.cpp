@@ -1,0 +1,264 @@
+// AVX-512 VNNI paths of the int8-activation product (the definition is in qmatmul.h).
+//
+// Weights are read 64 elements (a "chunk") of a row at a time and unpacked into 64 unsigned bytes
+// u = wq + zero, in element order, plus the float scale/offset of each group in the chunk.
+//
+// Few vectors (decode, small batches): tiles of 16 rows. For each vector, vpdpbusd multiplies each
+// row's chunk with the vector's 64 int8 activations; the 16 results (16 int32 lanes each) are then
+// transposed and summed so that one register holds a group's integer sum for the 16 rows, one row
+// per lane; the float steps then run on 16 rows at once, in group order, as the definition says.
+//
+// Many vectors (prefill): panels of 16 rows are repacked as [chunk][4 elements][16 rows] bytes, so
+// that one vpdpbusd with a broadcast of 4 activations advances 16 rows by 4 elements; a register
+// tile of 2 panels x 6 vectors then runs 12 vpdpbusd per pair of loads. Both give the same bits.
+#include "qmatmul.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+// GCC 12's avx512fintrin.h self-initializes its "undefined" registers, which -O3 reports as
+// uninitialized use once inlined (GCC PR 105593, fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#define AUTOGLM_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace autoglm::kernels {
+namespace {
+
+constexpr size_t kChunk = 64;  // weight elements unpacked at a time
+constexpr size_t kRows = 16;   // rows per tile (one per lane)
+
+AUTOGLM_VNNI inline float half(uint16_t h) { return _cvtsh_ss(h); }
+
+AUTOGLM_VNNI inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+AUTOGLM_VNNI inline __m512i join(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+// 16 packed nibble bytes -> the 16 low nibbles then the 16 high nibbles.
+AUTOGLM_VNNI inline __m256i nibbles16(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i m = _mm_set1_epi8(0x0F);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+// 32 packed nibble bytes -> the 32 low nibbles then the 32 high nibbles.
+AUTOGLM_VNNI inline __m512i nibbles32(const uint8_t* p) {
+  const __m256i v = load32(p);
+  const __m256i m = _mm256_set1_epi8(0x0F);
+  return join(_mm256_and_si256(v, m), _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
+}
+
+// ---- per-type unpacking of chunk c of a row: bytes, and s[g] / m[g] for the chunk's groups ----
+
+struct Q8_0 {
+  static constexpr size_t kGroups = 2;
+  static constexpr bool kMin = false;
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks, float* s, float*) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + 2 * c;
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // q + 128 as unsigned bytes
+    s[0] = half(b[0].d);
+    const __m256i lo = _mm256_xor_si256(load32(b[0].qs), flip);
+    if (2 * c + 1 == nblocks) {  // odd number of blocks: the last chunk holds one
+      s[1] = 0;
+      return join(lo, _mm256_setzero_si256());
+    }
+    s[1] = half(b[1].d);
+    return join(lo, _mm256_xor_si256(load32(b[1].qs), flip));
+  }
+};
+
+struct Q4_0 {
+  static constexpr size_t kGroups = 2;
+  static constexpr bool kMin = false;
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks, float* s, float*) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + 2 * c;
+    s[0] = half(b[0].d);
+    const __m256i lo = nibbles16(b[0].qs);
+    if (2 * c + 1 == nblocks) {
+      s[1] = 0;
+      return join(lo, _mm256_setzero_si256());
+    }
+    s[1] = half(b[1].d);
+    return join(lo, nibbles16(b[1].qs));
+  }
+};
+
+struct Q4K {
+  static constexpr size_t kGroups = 2;
+  static constexpr bool kMin = true;
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t, float* s, float* m) {
+    const auto& b = reinterpret_cast<const BlockQ4K*>(row)[c / 4];
+    const size_t part = c % 4;
+    uint8_t sm[16];
+    q4k_unpack_scales(b.scales, sm);
+    const float d = half(b.d), dmin = half(b.dmin);
+    for (size_t g = 0; g < 2; ++g) {
+      s[g] = d * static_cast<float>(sm[2 * part + g]);
+      m[g] = -(dmin * static_cast<float>(sm[8 + 2 * part + g]));
+    }
+    return nibbles32(b.qs + 32 * part);
+  }
+};
+
+struct Q6K {
+  static constexpr size_t kGroups = 4;
+  static constexpr bool kMin = false;
+  // Chunk c is elements 64 * (c % 4) .. of super-block c / 4: half h = (c % 4) / 2 and, within the
+  // half, values k = 2p and 2p + 1 (p = c % 2): nibble p of ql[l] and ql[32 + l], bits 4p.. of qh[l].
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t, float* s, float*) {
+    const auto& b = reinterpret_cast<const BlockQ6K*>(row)[c / 4];
+    const size_t h = (c % 4) / 2, p = c % 2;
+    const uint8_t* ql = b.ql + 64 * h;
+    const __m256i qh = load32(b.qh + 32 * h);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+    const auto shift = static_cast<int>(4 * p);
+    const __m256i a = _mm256_and_si256(_mm256_srli_epi16(load32(ql), shift), low4);
+    const __m256i e = _mm256_and_si256(_mm256_srli_epi16(load32(ql + 32), shift), low4);
+    const __m256i ha = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
+    const __m256i he = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift + 2), low2), 4);
+    const float d = half(b.d);
+    for (size_t g = 0; g < 4; ++g) s[g] = d * static_cast<float>(b.scales[8 * h + 4 * p + g]);
+    return join(_mm256_or_si256(a, ha), _mm256_or_si256(e, he));
+  }
+};
+
+// Groups of chunk c that exist (a row of Q8_0/Q4_0 blocks may end in half a chunk).
+template <class U>
+size_t groups_in_chunk(size_t c, size_t cols) {
+  const size_t left = cols - c * kChunk;
+  return left >= kChunk ? U::kGroups : U::kGroups * left / kChunk;
+}
+
+// The float steps of the definition for one group of 16 rows (one per lane) and one vector.
+template <bool kMin>
+AUTOGLM_VNNI inline __m512 apply_group(__m512 acc, __m512i isum, int32_t corr, __m512 s, float dx, __m512 m,
+                                       float t) {
+  const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, _mm512_set1_epi32(corr)));
+  acc = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(dx)), acc);
+  if constexpr (kMin) acc = _mm512_fmadd_ps(m, _mm512_set1_ps(t), acc);
+  return acc;
+}
+
+// ---------------------------------------------------------------- few vectors: 16-row tiles
+
+// a..d: 16 int32 lanes each, one row each. Returns, in each 128-bit lane L, the four rows' sums
+// of their lanes 4L..4L+3 (row a first).
+AUTOGLM_VNNI inline __m512i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+// dot[r] (r < 16): a row's 16 lanes of partial sums. out[L] lane r = sum of dot[r] lanes 4L..4L+3,
+// i.e. the row's sum over elements 16L..16L+15 of the chunk.
+AUTOGLM_VNNI inline void sum_rows(const __m512i (&dot)[kRows], __m512i (&out)[4]) {
+  __m512i v[4];
+  for (size_t q = 0; q < 4; ++q) v[q] = sum4(dot[4 * q], dot[4 * q + 1], dot[4 * q + 2], dot[4 * q + 3]);
+  const __m512i p0 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512i p1 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512i p2 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(3, 2, 3, 2));
+  const __m512i p3 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(3, 2, 3, 2));
+  out[0] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+  out[1] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+  out[2] = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(2, 0, 2, 0));
+  out[3] = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(3, 1, 3, 1));
+}
+
+// Rows r0..r0+15, vectors b0..b0+NB-1.
+template <class U, size_t NB>
+AUTOGLM_VNNI void tile_rows(const QJob& job, size_t r0, size_t b0) {
+  const QActs& a = *job.acts;
+  const size_t chunks = (job.cols + kChunk - 1) / kChunk, nblocks = job.cols / kActBlock;
+  const size_t group = kChunk / U::kGroups, chunk_bytes = job.stride / chunks;
+  const uint8_t* rows = job.w + r0 * job.stride;
+  alignas(64) uint8_t u[kRows][kChunk];
+  alignas(64) float s[U::kGroups][kRows], m[U::kGroups][kRows];
+  __m512 acc[NB];
+  for (size_t b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+  for (size_t c = 0; c < chunks; ++c) {
+    // unpack the 16 rows' chunk; ask for the next tile's bytes at this position (into L2)
+    for (size_t r = 0; r < kRows; ++r) {
+      const uint8_t* row = rows + r * job.stride;
+      _mm_prefetch(reinterpret_cast<const char*>(row + kRows * job.stride + c * chunk_bytes), _MM_HINT_T1);
+      float sr[U::kGroups], mr[U::kGroups] = {};
+      _mm512_store_si512(u[r], U::unpack(row, c, nblocks, sr, mr));
+      for (size_t g = 0; g < U::kGroups; ++g) {
+        s[g][r] = sr[g];
+        m[g][r] = mr[g];
+      }
+    }
+    const size_t valid = groups_in_chunk<U>(c, job.cols);
+    const size_t n_elems = std::min(kChunk, job.cols - c * kChunk);
+    const __mmask64 mask = n_elems == kChunk ? ~__mmask64{0} : (__mmask64{1} << n_elems) - 1;
+    for (size_t b = 0; b < NB; ++b) {
+      const size_t v = b0 + b;
+      const __m512i x = _mm512_maskz_loadu_epi8(mask, a.q_row(v) + c * kChunk);
+      __m512i dot[kRows];
+      for (size_t r = 0; r < kRows; ++r)
+        dot[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_load_si512(u[r]), x);
+      __m512i lane16[4];
+      sum_rows(dot, lane16);
+      __m512i isum[U::kGroups];
+      if constexpr (U::kGroups == 4) {
+        for (size_t g = 0; g < 4; ++g) isum[g] = lane16[g];
+      } else {
+        isum[0] = _mm512_add_epi32(lane16[0], lane16[1]);
+        isum[1] = _mm512_add_epi32(lane16[2], lane16[3]);
+      }
+      for (size_t g = 0; g < valid; ++g) {
+        const size_t gi = c * U::kGroups + g, blk = gi * group / kActBlock;
+        acc[b] = apply_group<U::kMin>(acc[b], isum[g], a.corr_row(v)[gi], _mm512_load_ps(s[g]), a.dx_row(v)[blk],
+                                      _mm512_load_ps(m[g]), a.t_row(v)[blk]);
+      }
+    }
+  }
+  for (size_t b = 0; b < NB; ++b) _mm512_storeu_ps(job.y + (b0 + b) * job.rows + r0, acc[b]);
+}
+
+template <class U>
+AUTOGLM_VNNI void rows_few(const QJob& job, size_t r0, size_t r1) {
+  const size_t batch = job.acts->batch;
+  for (size_t r = r0; r + kRows <= r1; r += kRows) {
+    size_t b = 0;
+    for (; b + 4 <= batch; b += 4) tile_rows<U, 4>(job, r, b);
+    switch (batch - b) {
+      case 3: tile_rows<U, 3>(job, r, b); break;
+      case 2: tile_rows<U, 2>(job, r, b); break;
+      case 1: tile_rows<U, 1>(job, r, b); break;
+      default: break;
+    }
+  }
+}
+
+template <class U>
+AUTOGLM_VNNI void rows(const QJob& job, size_t r0, size_t r1) {
+  const size_t full = r0 + (r1 - r0) / kRows * kRows;
+  rows_few<U>(job, r0, full);
+  if (full < r1) qrows_scalar(job, full, r1);
+}
+
+}  // namespace
+
+QRows qrows_avx512(DType type) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512vnni") || !__builtin_cpu_supports("avx512vl")) return nullptr;
+  switch (type) {
+    case DType::q8_0: return rows<Q8_0>;
+    case DType::q4_0: return rows<Q4_0>;
+    case DType::q4_k: return rows<Q4K>;
+    case DType::q6_k: return rows<Q6K>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace autoglm::kernels
+
+#else
+
+namespace autoglm::kernels {
+QRows qrows_avx512(DType) { return nullptr; }
+}  // namespace autoglm::kernels
+
+#endif

@@ -411,7 +411,7 @@ TEST_P(KernelProduct, MatmulMatchesReference) {
 // matvec, matmul with batch 1 and each vector of a larger batch: the same bits.
 TEST_P(KernelProduct, BatchInvariant) {
   std::mt19937 rng(6);
-  const size_t rows = 21, cols = col_counts().back(), batch = 7;
+  const size_t rows = 53, cols = col_counts().back(), batch = 24;  // the packed kernels too
   const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
   const std::vector<float> x = random_floats(batch * cols, rng);
   std::vector<float> all(batch * rows), one(rows);
@@ -450,19 +450,23 @@ TEST_P(KernelProduct, ThreadedIsBitIdentical) {
 TEST_P(KernelProduct, AgreesWithScalarPath) {
   if (isa_ == Isa::scalar) GTEST_SKIP() << "scalar is the baseline";
   std::mt19937 rng(8);
-  const size_t rows = 33, cols = col_counts().back(), batch = 5;
+  const size_t rows = 53, cols = col_counts().back();  // 53 = 32 + 16 + 5: every kind of row tile
   const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
-  const std::vector<float> x = random_floats(batch * cols, rng);
-  std::vector<float> simd(batch * rows), scalar(batch * rows);
-  matmul(type_, w.data(), rows, cols, x.data(), batch, simd.data(), nullptr);
-  set_isa(Isa::scalar);
-  matmul(type_, w.data(), rows, cols, x.data(), batch, scalar.data(), nullptr);
-  const Reference ref = reference_matmul(type_, w, rows, cols, x, batch);
-  for (size_t i = 0; i < simd.size(); ++i) {
-    if (int8_type(type_))
-      ASSERT_EQ(bits(simd[i]), bits(scalar[i])) << i << ": " << simd[i] << " vs " << scalar[i];
-    else
-      ASSERT_NEAR(simd[i], scalar[i], 2 * tolerance(ref.mass[i], cols)) << i;
+  for (size_t batch : {5, 40}) {  // few vectors, and enough for the packed (prefill) kernels
+    const std::vector<float> x = random_floats(batch * cols, rng);
+    std::vector<float> simd(batch * rows), scalar(batch * rows);
+    set_isa(isa_);
+    matmul(type_, w.data(), rows, cols, x.data(), batch, simd.data(), nullptr);
+    set_isa(Isa::scalar);
+    matmul(type_, w.data(), rows, cols, x.data(), batch, scalar.data(), nullptr);
+    const Reference ref = reference_matmul(type_, w, rows, cols, x, batch);
+    for (size_t i = 0; i < simd.size(); ++i) {
+      if (int8_type(type_))
+        ASSERT_EQ(bits(simd[i]), bits(scalar[i])) << "batch " << batch << " output " << i << ": " << simd[i]
+                                                  << " vs " << scalar[i];
+      else
+        ASSERT_NEAR(simd[i], scalar[i], 2 * tolerance(ref.mass[i], cols)) << i;
+    }
   }
 }
 

@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #define AUTOGLM_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -232,13 +233,136 @@ AUTOGLM_VNNI void rows_few(const QJob& job, size_t r0, size_t r1) {
   }
 }
 
+// ---------------------------------------------------------------- many vectors: packed panels
+
+constexpr size_t kGemmMinBatch = 16;  // from here on, repacking the weights pays for itself
+constexpr size_t kPanelBytes = kChunk * kRows;  // one chunk of a panel
+
+// 16 rows repacked: bytes[c][quad][row][4] (quad = 4 consecutive elements of chunk c), and each
+// group's scale/offset as one 16-row vector: s[c][g][row], m[c][g][row].
+struct Panel {
+  uint8_t* bytes;
+  float* s;
+  float* m;
+};
+
+template <class U>
+AUTOGLM_VNNI void pack_panel(const QJob& job, size_t r0, const Panel& p) {
+  const size_t chunks = (job.cols + kChunk - 1) / kChunk, nblocks = job.cols / kActBlock;
+  alignas(64) uint8_t u[kRows][kChunk];
+  // lane r of a gather reads dword `quad` of row r's chunk
+  const __m512i row_starts = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(kChunk / 4));
+  for (size_t c = 0; c < chunks; ++c) {
+    for (size_t r = 0; r < kRows; ++r) {
+      float sr[U::kGroups], mr[U::kGroups] = {};
+      _mm512_store_si512(u[r], U::unpack(job.w + (r0 + r) * job.stride, c, nblocks, sr, mr));
+      for (size_t g = 0; g < U::kGroups; ++g) {
+        p.s[(c * U::kGroups + g) * kRows + r] = sr[g];
+        p.m[(c * U::kGroups + g) * kRows + r] = mr[g];
+      }
+    }
+    for (size_t quad = 0; quad < kChunk / 4; ++quad)
+      _mm512_store_si512(p.bytes + c * kPanelBytes + quad * 64,
+                         _mm512_i32gather_epi32(row_starts, reinterpret_cast<const int*>(u[0]) + quad, 4));
+  }
+}
+
+AUTOGLM_VNNI inline int32_t load_quad(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// P panels (16 rows each, rows r0..r0+16P-1) times vectors b0..b0+B-1.
+template <class U, size_t P, size_t B>
+AUTOGLM_VNNI void panel_tile(const QJob& job, const Panel* panels, size_t r0, size_t b0) {
+  const QActs& a = *job.acts;
+  const size_t chunks = (job.cols + kChunk - 1) / kChunk, group = kChunk / U::kGroups;
+  constexpr size_t kQuadsPerGroup = kChunk / 4 / U::kGroups;
+  __m512 acc[P][B];
+  for (size_t p = 0; p < P; ++p)
+    for (size_t b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_ps();
+  for (size_t c = 0; c < chunks; ++c) {
+    const size_t valid = groups_in_chunk<U>(c, job.cols);
+    for (size_t g = 0; g < valid; ++g) {
+      __m512i isum[P][B];
+      for (size_t p = 0; p < P; ++p)
+        for (size_t b = 0; b < B; ++b) isum[p][b] = _mm512_setzero_si512();
+      for (size_t quad = g * kQuadsPerGroup; quad < (g + 1) * kQuadsPerGroup; ++quad) {
+        __m512i w[P];
+        for (size_t p = 0; p < P; ++p) w[p] = _mm512_load_si512(panels[p].bytes + c * kPanelBytes + quad * 64);
+        for (size_t b = 0; b < B; ++b) {
+          const __m512i x = _mm512_set1_epi32(load_quad(a.q_row(b0 + b) + c * kChunk + 4 * quad));
+          for (size_t p = 0; p < P; ++p) isum[p][b] = _mm512_dpbusd_epi32(isum[p][b], w[p], x);
+        }
+      }
+      const size_t gi = c * U::kGroups + g, blk = gi * group / kActBlock;
+      for (size_t p = 0; p < P; ++p) {
+        const __m512 s = _mm512_load_ps(panels[p].s + gi * kRows), m = _mm512_load_ps(panels[p].m + gi * kRows);
+        for (size_t b = 0; b < B; ++b) {
+          const size_t v = b0 + b;
+          acc[p][b] = apply_group<U::kMin>(acc[p][b], isum[p][b], a.corr_row(v)[gi], s, a.dx_row(v)[blk], m,
+                                           a.t_row(v)[blk]);
+        }
+      }
+    }
+  }
+  for (size_t p = 0; p < P; ++p)
+    for (size_t b = 0; b < B; ++b) _mm512_storeu_ps(job.y + (b0 + b) * job.rows + r0 + kRows * p, acc[p][b]);
+}
+
+template <class U, size_t P>
+AUTOGLM_VNNI void panels_times_batch(const QJob& job, const Panel* panels, size_t r0) {
+  constexpr size_t kB = 6;  // 2 panels x 6 vectors: 12 integer + 12 float accumulators
+  const size_t batch = job.acts->batch;
+  size_t b = 0;
+  for (; b + kB <= batch; b += kB) panel_tile<U, P, kB>(job, panels, r0, b);
+  switch (batch - b) {
+    case 5: return panel_tile<U, P, 5>(job, panels, r0, b);
+    case 4: return panel_tile<U, P, 4>(job, panels, r0, b);
+    case 3: return panel_tile<U, P, 3>(job, panels, r0, b);
+    case 2: return panel_tile<U, P, 2>(job, panels, r0, b);
+    case 1: return panel_tile<U, P, 1>(job, panels, r0, b);
+    default: return;
+  }
+}
+
+// Whole panels of rows [r0, r1): packed in this thread's buffer, two at a time.
+template <class U>
+AUTOGLM_VNNI void rows_many(const QJob& job, size_t r0, size_t r1) {
+  const size_t chunks = (job.cols + kChunk - 1) / kChunk, groups = chunks * U::kGroups;
+  thread_local std::vector<uint8_t> bytes;
+  thread_local std::vector<float> scales;
+  const size_t panel_floats = groups * kRows;
+  if (bytes.size() < 2 * chunks * kPanelBytes + 64) bytes.resize(2 * chunks * kPanelBytes + 64);
+  if (scales.size() < 4 * panel_floats + 16) scales.resize(4 * panel_floats + 16);
+  // 64-byte aligned views
+  uint8_t* base = bytes.data() + (64 - reinterpret_cast<uintptr_t>(bytes.data()) % 64) % 64;
+  float* fbase = scales.data() + (16 - reinterpret_cast<uintptr_t>(scales.data()) / 4 % 16) % 16;
+  const Panel panels[2] = {{base, fbase, fbase + panel_floats},
+                           {base + chunks * kPanelBytes, fbase + 2 * panel_floats, fbase + 3 * panel_floats}};
+  size_t r = r0;
+  for (; r + 2 * kRows <= r1; r += 2 * kRows) {
+    pack_panel<U>(job, r, panels[0]);
+    pack_panel<U>(job, r + kRows, panels[1]);
+    panels_times_batch<U, 2>(job, panels, r);
+  }
+  if (r + kRows <= r1) {
+    pack_panel<U>(job, r, panels[0]);
+    panels_times_batch<U, 1>(job, panels, r);
+  }
+}
+
 template <class U>
 AUTOGLM_VNNI void rows(const QJob& job, size_t r0, size_t r1) {
   const size_t full = r0 + (r1 - r0) / kRows * kRows;
-  rows_few<U>(job, r0, full);
+  if (job.acts->batch >= kGemmMinBatch)
+    rows_many<U>(job, r0, full);
+  else
+    rows_few<U>(job, r0, full);
   if (full < r1) qrows_scalar(job, full, r1);
 }
-
 }  // namespace
 
 QRows qrows_avx512(DType type) {

@@ -429,7 +429,7 @@ TEST_P(KernelProduct, ThreadedIsBitIdentical) {
   const size_t cols = is_block_type(type_) ? 2 * dtype_info(type_).block_size : 300;
   const size_t rows = 16 * 23 + 5;  // not a multiple of the grain; large enough to be split
   const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
-  for (size_t batch : {1, 5}) {
+  for (size_t batch : {1, 5, 20}) {  // 20: activations quantized in parallel, packed kernels
     const std::vector<float> x = random_floats(batch * cols, rng);
     std::vector<float> single(batch * rows), threaded(batch * rows);
     matmul(type_, w.data(), rows, cols, x.data(), batch, single.data(), nullptr);

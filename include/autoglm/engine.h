@@ -72,8 +72,12 @@ class Engine {
     KvCache::Sequence* seq;
     size_t pos;
   };
+  struct AttentionJob {     // a tile of consecutive tokens of one sequence, for one KV head
+    size_t first, count, kv_head;
+  };
   void ensure_buffers(size_t n);
-  void attention(size_t layer, size_t n);
+  void plan_attention(size_t n);
+  void attention(size_t layer);
   void ffn(const model::Layer& l, size_t n);
 
   const model::Model& model_;
@@ -84,6 +88,7 @@ class Engine {
   // Activations, [n][...] row-major; grown once to the largest step seen, never in the token loop.
   std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_up_, act_, logits_in_;
   std::vector<double> rope_inv_freq_;       // base^(-2i/rope_dims)
+  std::vector<AttentionJob> attention_jobs_;
   std::vector<float> rope_cos_, rope_sin_;  // [n][rope_dims/2] for the step's tokens
 };
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 
 namespace autoglm::kernels {
 
@@ -74,5 +75,24 @@ void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x,
 // block is read once per step for the whole batch (prefill and batched decode).
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool);
+
+// ---- attention over an f16 KV cache ----
+
+constexpr size_t kAttentionMaxHeadDim = 256;
+
+// One query vector (one head of one token) and what it attends to: the first `visible` keys.
+struct AttentionQuery {
+  const float* q;   // head_dim floats
+  float* out;       // head_dim floats: sum_p softmax_p(scale * q . k_p) * v_p
+  size_t visible;   // keys 0..visible-1 (causal: the token's position + 1)
+};
+
+// All the queries that share one KV head (the query heads of a GQA group, for one token or a tile
+// of prompt tokens) in one pass over its keys and values: each cached row is converted from f16
+// once per call, scores go through an online softmax block by block (never an [n_ctx] buffer).
+// k_rows[p] / v_rows[p]: the f16 key/value rows (head_dim elements) of position p, for p below the
+// largest `visible`. head_dim <= kAttentionMaxHeadDim. Safe to call from several threads at once.
+void attention(std::span<const AttentionQuery> queries, size_t head_dim, const uint16_t* const* k_rows,
+               const uint16_t* const* v_rows, float scale);
 
 }  // namespace autoglm::kernels

@@ -73,44 +73,45 @@ void Engine::ensure_buffers(size_t n) {
   tokens_.reserve(n);
 }
 
-// Causal attention of every token of the step over its sequence's cache, with an online softmax
-// (the scores are never written out). One job per (token, KV head): each cached K/V row is
-// converted from f16 once and used by all the query heads that share it.
-void Engine::attention(size_t layer, size_t n) {
+// Attention jobs of the step: runs of consecutive tokens of one sequence, cut into tiles of up to
+// kQueryTile tokens, times the KV heads. A tile's query heads of one KV group share one pass over
+// the cached keys and values.
+void Engine::plan_attention(size_t n) {
+  constexpr size_t kQueryTile = 16;
+  attention_jobs_.clear();
+  for (size_t first = 0; first < n;) {
+    size_t count = 1;
+    while (first + count < n && count < kQueryTile && tokens_[first + count].seq == tokens_[first].seq) ++count;
+    for (size_t kvh = 0; kvh < model_.config.n_kv_heads; ++kvh) attention_jobs_.push_back({first, count, kvh});
+    first += count;
+  }
+}
+
+// Causal attention of every token of the step over its sequence's cache (kernels::attention).
+void Engine::attention(size_t layer) {
   const model::ArchConfig& c = model_.config;
   const size_t hd = c.head_dim, group = c.n_heads / c.n_kv_heads, qdim = size_t{c.n_heads} * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool_.run(n * c.n_kv_heads, 1, [&](size_t begin, size_t end) {
-    std::vector<float> k(hd), v(hd), acc(group * hd), max_score(group), sum(group), w(group);
+  pool_.run(attention_jobs_.size(), 1, [&](size_t begin, size_t end) {
+    thread_local std::vector<kernels::AttentionQuery> queries;
+    thread_local std::vector<const uint16_t*> k_rows, v_rows;
     for (size_t job = begin; job < end; ++job) {
-      const size_t t = job / c.n_kv_heads, kvh = job % c.n_kv_heads;
-      const Token& tok = tokens_[t];
-      const float* q = q_.data() + t * qdim + kvh * group * hd;  // the group's query heads, adjacent
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::fill(max_score.begin(), max_score.end(), -INFINITY);
-      std::fill(sum.begin(), sum.end(), 0.0f);
-      for (size_t p = 0; p <= tok.pos; ++p) {
-        kernels::dequantize_row(kernels::DType::f16, cache_.k_row(*tok.seq, layer, p) + kvh * hd, k.data(), hd);
+      const AttentionJob& a = attention_jobs_[job];
+      const Token& last = tokens_[a.first + a.count - 1];
+      queries.clear();
+      for (size_t t = a.first; t < a.first + a.count; ++t) {
         for (size_t j = 0; j < group; ++j) {
-          float score = 0;
-          for (size_t i = 0; i < hd; ++i) score += q[j * hd + i] * k[i];
-          score *= scale;
-          if (score > max_score[j]) {
-            const float correction = std::exp(max_score[j] - score);
-            for (size_t i = 0; i < hd; ++i) acc[j * hd + i] *= correction;
-            sum[j] *= correction;
-            max_score[j] = score;
-          }
-          w[j] = std::exp(score - max_score[j]);
-          sum[j] += w[j];
+          const size_t offset = t * qdim + (a.kv_head * group + j) * hd;
+          queries.push_back({q_.data() + offset, att_.data() + offset, tokens_[t].pos + 1});
         }
-        kernels::dequantize_row(kernels::DType::f16, cache_.v_row(*tok.seq, layer, p) + kvh * hd, v.data(), hd);
-        for (size_t j = 0; j < group; ++j)
-          for (size_t i = 0; i < hd; ++i) acc[j * hd + i] += w[j] * v[i];
       }
-      float* out = att_.data() + t * qdim + kvh * group * hd;
-      for (size_t j = 0; j < group; ++j)
-        for (size_t i = 0; i < hd; ++i) out[j * hd + i] = acc[j * hd + i] / sum[j];
+      k_rows.resize(last.pos + 1);
+      v_rows.resize(last.pos + 1);
+      for (size_t p = 0; p <= last.pos; ++p) {
+        k_rows[p] = cache_.k_row(*last.seq, layer, p) + a.kv_head * hd;
+        v_rows[p] = cache_.v_row(*last.seq, layer, p) + a.kv_head * hd;
+      }
+      kernels::attention(queries, hd, k_rows.data(), v_rows.data(), scale);
     }
   });
 }
@@ -147,6 +148,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   }
   const size_t n = tokens_.size();
   ensure_buffers(n);
+  plan_attention(n);
 
   // token embeddings
   size_t t = 0;
@@ -190,7 +192,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
       to_f16(v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
     }
     // multi-head attention, output projection
-    attention(li, n);
+    attention(li);
     matmul(l.wo.type, l.wo.data, d, qdim, att_.data(), n, proj_.data(), &pool_);
     // post-attention norm (GLM-4), residual
     for (size_t i = 0; i < n; ++i) {

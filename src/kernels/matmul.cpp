@@ -109,12 +109,13 @@ bool worth_threads(const ThreadPool* pool, size_t rows, size_t cols, size_t batc
 // Quantized weights: activations to int8 first (once per call), then integer dot products.
 void qmatmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
              ThreadPool* pool) {
-  thread_local QActsStorage storage;
-  const QActs& acts = storage.prepare(type, cols, batch);
+  thread_local QActsStorage caller_storage;
+  QActsStorage* storage = &caller_storage;  // the workers must use this thread's, not their own
+  const QActs& acts = storage->prepare(type, cols, batch);
   if (pool && pool->size() > 1 && batch >= 8)
-    pool->run(batch, 1, [&](size_t begin, size_t end) { storage.quantize(x, begin, end); });
+    pool->run(batch, 1, [storage, x](size_t begin, size_t end) { storage->quantize(x, begin, end); });
   else
-    storage.quantize(x, 0, batch);
+    storage->quantize(x, 0, batch);
   const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, &acts, y};
   const QRows fn = select_qrows(type);
   if (worth_threads(pool, rows, cols, batch, kQRowTile))

@@ -21,6 +21,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -51,21 +54,56 @@ AUTOGLM_VNNI inline __m512i nibbles32(const uint8_t* p) {
   return join(_mm256_and_si256(v, m), _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
 }
 
-// ---- per-type unpacking of chunk c of a row: bytes, and s[g] / m[g] for the chunk's groups ----
+// ---- per type: the bytes of chunk c of a row, and the scales of 16 rows at once ----
+//
+// Scales come from a gather across the 16 rows of a tile (lane r reads row r), decoded with the
+// same float operations as the scalar definition. A "scale set" covers the groups of one block
+// (Q8_0/Q4_0: the chunk's two blocks) or of one super-block (Q4_K: 8 groups, Q6_K: 16), refreshed
+// when a chunk starts a new one.
+
+struct ScaleSet {
+  __m512 s[16];
+  __m512 m[8];
+};
+
+// The 16 rows' dwords at byte `offset` of each row (row r at rows + r * stride).
+AUTOGLM_VNNI inline __m512i gather_rows(const uint8_t* rows, size_t stride, size_t offset) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(stride)));
+  return _mm512_i32gather_epi32(idx, rows + offset, 1);
+}
+// f16 values in the low (shift 0) or high (shift 16) half of each lane, as floats.
+AUTOGLM_VNNI inline __m512 halves(__m512i v, unsigned shift) {
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, shift)));
+}
+// Byte k of each lane, unsigned or signed, as floats.
+AUTOGLM_VNNI inline __m512 byte_u(__m512i v, unsigned k) {
+  return _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(v, 8 * k), _mm512_set1_epi32(0xFF)));
+}
+AUTOGLM_VNNI inline __m512 byte_s(__m512i v, unsigned k) {
+  return _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * k), 24));
+}
+
+// -v, exactly (sign flip; AVX-512F has no float xor)
+AUTOGLM_VNNI inline __m512 negate(__m512 v) {
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)));
+}
 
 struct Q8_0 {
   static constexpr size_t kGroups = 2;
   static constexpr bool kMin = false;
-  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks, float* s, float*) {
+  static bool new_set(size_t) { return true; }
+  static size_t set_index(size_t, size_t g) { return g; }
+  AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t nblocks, ScaleSet& set) {
+    for (size_t g = 0; g < 2; ++g)
+      set.s[g] = 2 * c + g < nblocks ? halves(gather_rows(rows, stride, (2 * c + g) * sizeof(BlockQ8_0)), 0)
+                                     : _mm512_setzero_ps();
+  }
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks) {
     const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + 2 * c;
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // q + 128 as unsigned bytes
-    s[0] = half(b[0].d);
     const __m256i lo = _mm256_xor_si256(load32(b[0].qs), flip);
-    if (2 * c + 1 == nblocks) {  // odd number of blocks: the last chunk holds one
-      s[1] = 0;
-      return join(lo, _mm256_setzero_si256());
-    }
-    s[1] = half(b[1].d);
+    if (2 * c + 1 == nblocks) return join(lo, _mm256_setzero_si256());  // odd count: half a chunk
     return join(lo, _mm256_xor_si256(load32(b[1].qs), flip));
   }
 };
@@ -73,15 +111,17 @@ struct Q8_0 {
 struct Q4_0 {
   static constexpr size_t kGroups = 2;
   static constexpr bool kMin = false;
-  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks, float* s, float*) {
+  static bool new_set(size_t) { return true; }
+  static size_t set_index(size_t, size_t g) { return g; }
+  AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t nblocks, ScaleSet& set) {
+    for (size_t g = 0; g < 2; ++g)
+      set.s[g] = 2 * c + g < nblocks ? halves(gather_rows(rows, stride, (2 * c + g) * sizeof(BlockQ4_0)), 0)
+                                     : _mm512_setzero_ps();
+  }
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks) {
     const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + 2 * c;
-    s[0] = half(b[0].d);
     const __m256i lo = nibbles16(b[0].qs);
-    if (2 * c + 1 == nblocks) {
-      s[1] = 0;
-      return join(lo, _mm256_setzero_si256());
-    }
-    s[1] = half(b[1].d);
+    if (2 * c + 1 == nblocks) return join(lo, _mm256_setzero_si256());
     return join(lo, nibbles16(b[1].qs));
   }
 };
@@ -89,26 +129,50 @@ struct Q4_0 {
 struct Q4K {
   static constexpr size_t kGroups = 2;
   static constexpr bool kMin = true;
-  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t, float* s, float* m) {
-    const auto& b = reinterpret_cast<const BlockQ4K*>(row)[c / 4];
-    const size_t part = c % 4;
-    uint8_t sm[16];
-    q4k_unpack_scales(b.scales, sm);
-    const float d = half(b.d), dmin = half(b.dmin);
-    for (size_t g = 0; g < 2; ++g) {
-      s[g] = d * static_cast<float>(sm[2 * part + g]);
-      m[g] = -(dmin * static_cast<float>(sm[8 + 2 * part + g]));
+  static bool new_set(size_t c) { return c % 4 == 0; }
+  static size_t set_index(size_t c, size_t g) { return 2 * (c % 4) + g; }
+  // The word-wise unpacking of q4k_unpack_scales, on 16 rows at once.
+  AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t, ScaleSet& set) {
+    const size_t at = (c / 4) * sizeof(BlockQ4K);
+    const __m512i dd = gather_rows(rows, stride, at);
+    const __m512i w0 = gather_rows(rows, stride, at + 4), w1 = gather_rows(rows, stride, at + 8),
+                  w2 = gather_rows(rows, stride, at + 12);
+    const __m512i six = _mm512_set1_epi32(0x3F3F3F3F), four = _mm512_set1_epi32(0x0F0F0F0F),
+                  top = _mm512_set1_epi32(0x30303030);
+    const __m512i sc_lo = _mm512_and_si512(w0, six), m_lo = _mm512_and_si512(w1, six);
+    const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(w2, four), _mm512_and_si512(_mm512_srli_epi32(w0, 2), top));
+    const __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(w2, 4), four),
+                                         _mm512_and_si512(_mm512_srli_epi32(w1, 2), top));
+    const __m512 d = halves(dd, 0), dmin = halves(dd, 16);
+    for (unsigned k = 0; k < 4; ++k) {
+      set.s[k] = _mm512_mul_ps(d, byte_u(sc_lo, k));
+      set.s[4 + k] = _mm512_mul_ps(d, byte_u(sc_hi, k));
+      set.m[k] = negate(_mm512_mul_ps(dmin, byte_u(m_lo, k)));
+      set.m[4 + k] = negate(_mm512_mul_ps(dmin, byte_u(m_hi, k)));
     }
-    return nibbles32(b.qs + 32 * part);
+  }
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t) {
+    return nibbles32(reinterpret_cast<const BlockQ4K*>(row)[c / 4].qs + 32 * (c % 4));
   }
 };
 
 struct Q6K {
   static constexpr size_t kGroups = 4;
   static constexpr bool kMin = false;
+  static bool new_set(size_t c) { return c % 4 == 0; }
+  static size_t set_index(size_t c, size_t g) { return 4 * (c % 4) + g; }
+  AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t, ScaleSet& set) {
+    const size_t at = (c / 4) * sizeof(BlockQ6K);
+    // d is the block's last 2 bytes: read the dword ending there, never past the block
+    const __m512 d = halves(gather_rows(rows, stride, at + offsetof(BlockQ6K, d) - 2), 16);
+    for (size_t w = 0; w < 4; ++w) {
+      const __m512i v = gather_rows(rows, stride, at + offsetof(BlockQ6K, scales) + 4 * w);
+      for (unsigned k = 0; k < 4; ++k) set.s[4 * w + k] = _mm512_mul_ps(d, byte_s(v, k));
+    }
+  }
   // Chunk c is elements 64 * (c % 4) .. of super-block c / 4: half h = (c % 4) / 2 and, within the
   // half, values k = 2p and 2p + 1 (p = c % 2): nibble p of ql[l] and ql[32 + l], bits 4p.. of qh[l].
-  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t, float* s, float*) {
+  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t) {
     const auto& b = reinterpret_cast<const BlockQ6K*>(row)[c / 4];
     const size_t h = (c % 4) / 2, p = c % 2;
     const uint8_t* ql = b.ql + 64 * h;
@@ -119,8 +183,6 @@ struct Q6K {
     const __m256i e = _mm256_and_si256(_mm256_srli_epi16(load32(ql + 32), shift), low4);
     const __m256i ha = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift), low2), 4);
     const __m256i he = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, shift + 2), low2), 4);
-    const float d = half(b.d);
-    for (size_t g = 0; g < 4; ++g) s[g] = d * static_cast<float>(b.scales[8 * h + 4 * p + g]);
     return join(_mm256_or_si256(a, ha), _mm256_or_si256(e, he));
   }
 };
@@ -152,66 +214,68 @@ AUTOGLM_VNNI inline __m512i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
   return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
 }
 
-// dot[r] (r < 16): a row's 16 lanes of partial sums. out[L] lane r = sum of dot[r] lanes 4L..4L+3,
-// i.e. the row's sum over elements 16L..16L+15 of the chunk.
-AUTOGLM_VNNI inline void sum_rows(const __m512i (&dot)[kRows], __m512i (&out)[4]) {
-  __m512i v[4];
-  for (size_t q = 0; q < 4; ++q) v[q] = sum4(dot[4 * q], dot[4 * q + 1], dot[4 * q + 2], dot[4 * q + 3]);
+// isum[g]: lane r = row r's integer sum over group g of the chunk, from v[q] (see sum4: rows
+// 4q..4q+3 in each 128-bit lane, lane L covering elements 16L..16L+15).
+template <size_t kGroups>
+AUTOGLM_VNNI inline void group_sums(const __m512i (&v)[4], __m512i (&isum)[kGroups]) {
   const __m512i p0 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(1, 0, 1, 0));
   const __m512i p1 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(1, 0, 1, 0));
   const __m512i p2 = _mm512_shuffle_i32x4(v[0], v[1], _MM_SHUFFLE(3, 2, 3, 2));
   const __m512i p3 = _mm512_shuffle_i32x4(v[2], v[3], _MM_SHUFFLE(3, 2, 3, 2));
-  out[0] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
-  out[1] = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
-  out[2] = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(2, 0, 2, 0));
-  out[3] = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512i e0 = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512i e1 = _mm512_shuffle_i32x4(p0, p1, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512i e2 = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512i e3 = _mm512_shuffle_i32x4(p2, p3, _MM_SHUFFLE(3, 1, 3, 1));
+  if constexpr (kGroups == 4) {
+    isum[0] = e0, isum[1] = e1, isum[2] = e2, isum[3] = e3;
+  } else {
+    isum[0] = _mm512_add_epi32(e0, e1);
+    isum[1] = _mm512_add_epi32(e2, e3);
+  }
 }
 
-// Rows r0..r0+15, vectors b0..b0+NB-1.
+// Rows r0..r0+15, vectors b0..b0+NB-1: 4 rows at a time are unpacked into registers and multiplied
+// with each vector's chunk; their partial sums are folded at once (sum4), so nothing round-trips
+// through memory but the weights themselves.
 template <class U, size_t NB>
 AUTOGLM_VNNI void tile_rows(const QJob& job, size_t r0, size_t b0) {
   const QActs& a = *job.acts;
   const size_t chunks = (job.cols + kChunk - 1) / kChunk, nblocks = job.cols / kActBlock;
   const size_t group = kChunk / U::kGroups, chunk_bytes = job.stride / chunks;
   const uint8_t* rows = job.w + r0 * job.stride;
-  alignas(64) uint8_t u[kRows][kChunk];
-  alignas(64) float s[U::kGroups][kRows], m[U::kGroups][kRows];
+  ScaleSet set;
   __m512 acc[NB];
   for (size_t b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
   for (size_t c = 0; c < chunks; ++c) {
-    // unpack the 16 rows' chunk; ask for the next tile's bytes at this position (into L2)
-    for (size_t r = 0; r < kRows; ++r) {
-      const uint8_t* row = rows + r * job.stride;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kRows * job.stride + c * chunk_bytes), _MM_HINT_T1);
-      float sr[U::kGroups], mr[U::kGroups] = {};
-      _mm512_store_si512(u[r], U::unpack(row, c, nblocks, sr, mr));
-      for (size_t g = 0; g < U::kGroups; ++g) {
-        s[g][r] = sr[g];
-        m[g][r] = mr[g];
+    if (U::new_set(c)) U::scales(rows, job.stride, c, nblocks, set);
+    const size_t n_elems = std::min(kChunk, job.cols - c * kChunk);
+    const __mmask64 mask = n_elems == kChunk ? ~__mmask64{0} : (__mmask64{1} << n_elems) - 1;
+    __m512i x[NB];
+    for (size_t b = 0; b < NB; ++b) x[b] = _mm512_maskz_loadu_epi8(mask, a.q_row(b0 + b) + c * kChunk);
+    __m512i v[NB][4];
+    for (size_t q = 0; q < 4; ++q) {
+      __m512i u[4];
+      for (size_t i = 0; i < 4; ++i) {
+        const uint8_t* row = rows + (4 * q + i) * job.stride;
+        // ask for the next tile's bytes at this position (into L2)
+        _mm_prefetch(reinterpret_cast<const char*>(row + kRows * job.stride + c * chunk_bytes), _MM_HINT_T1);
+        u[i] = U::unpack(row, c, nblocks);
+      }
+      for (size_t b = 0; b < NB; ++b) {
+        const __m512i zero = _mm512_setzero_si512();
+        v[b][q] = sum4(_mm512_dpbusd_epi32(zero, u[0], x[b]), _mm512_dpbusd_epi32(zero, u[1], x[b]),
+                       _mm512_dpbusd_epi32(zero, u[2], x[b]), _mm512_dpbusd_epi32(zero, u[3], x[b]));
       }
     }
     const size_t valid = groups_in_chunk<U>(c, job.cols);
-    const size_t n_elems = std::min(kChunk, job.cols - c * kChunk);
-    const __mmask64 mask = n_elems == kChunk ? ~__mmask64{0} : (__mmask64{1} << n_elems) - 1;
     for (size_t b = 0; b < NB; ++b) {
-      const size_t v = b0 + b;
-      const __m512i x = _mm512_maskz_loadu_epi8(mask, a.q_row(v) + c * kChunk);
-      __m512i dot[kRows];
-      for (size_t r = 0; r < kRows; ++r)
-        dot[r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_load_si512(u[r]), x);
-      __m512i lane16[4];
-      sum_rows(dot, lane16);
+      const size_t vec = b0 + b;
       __m512i isum[U::kGroups];
-      if constexpr (U::kGroups == 4) {
-        for (size_t g = 0; g < 4; ++g) isum[g] = lane16[g];
-      } else {
-        isum[0] = _mm512_add_epi32(lane16[0], lane16[1]);
-        isum[1] = _mm512_add_epi32(lane16[2], lane16[3]);
-      }
+      group_sums<U::kGroups>(v[b], isum);
       for (size_t g = 0; g < valid; ++g) {
-        const size_t gi = c * U::kGroups + g, blk = gi * group / kActBlock;
-        acc[b] = apply_group<U::kMin>(acc[b], isum[g], a.corr_row(v)[gi], _mm512_load_ps(s[g]), a.dx_row(v)[blk],
-                                      _mm512_load_ps(m[g]), a.t_row(v)[blk]);
+        const size_t gi = c * U::kGroups + g, blk = gi * group / kActBlock, si = U::set_index(c, g);
+        acc[b] = apply_group<U::kMin>(acc[b], isum[g], a.corr_row(vec)[gi], set.s[si], a.dx_row(vec)[blk],
+                                      U::kMin ? set.m[si % 8] : set.s[si], a.t_row(vec)[blk]);
       }
     }
   }
@@ -249,19 +313,20 @@ struct Panel {
 template <class U>
 AUTOGLM_VNNI void pack_panel(const QJob& job, size_t r0, const Panel& p) {
   const size_t chunks = (job.cols + kChunk - 1) / kChunk, nblocks = job.cols / kActBlock;
+  const uint8_t* rows = job.w + r0 * job.stride;
   alignas(64) uint8_t u[kRows][kChunk];
   // lane r of a gather reads dword `quad` of row r's chunk
   const __m512i row_starts = _mm512_mullo_epi32(
       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(kChunk / 4));
+  ScaleSet set;
   for (size_t c = 0; c < chunks; ++c) {
-    for (size_t r = 0; r < kRows; ++r) {
-      float sr[U::kGroups], mr[U::kGroups] = {};
-      _mm512_store_si512(u[r], U::unpack(job.w + (r0 + r) * job.stride, c, nblocks, sr, mr));
-      for (size_t g = 0; g < U::kGroups; ++g) {
-        p.s[(c * U::kGroups + g) * kRows + r] = sr[g];
-        p.m[(c * U::kGroups + g) * kRows + r] = mr[g];
-      }
+    if (U::new_set(c)) U::scales(rows, job.stride, c, nblocks, set);
+    for (size_t g = 0; g < U::kGroups; ++g) {
+      const size_t si = U::set_index(c, g);
+      _mm512_store_ps(p.s + (c * U::kGroups + g) * kRows, set.s[si]);
+      _mm512_store_ps(p.m + (c * U::kGroups + g) * kRows, U::kMin ? set.m[si % 8] : _mm512_setzero_ps());
     }
+    for (size_t r = 0; r < kRows; ++r) _mm512_store_si512(u[r], U::unpack(rows + r * job.stride, c, nblocks));
     for (size_t quad = 0; quad < kChunk / 4; ++quad)
       _mm512_store_si512(p.bytes + c * kPanelBytes + quad * 64,
                          _mm512_i32gather_epi32(row_starts, reinterpret_cast<const int*>(u[0]) + quad, 4));

@@ -694,6 +694,53 @@ TEST(KernelFixtures, QuantizerReproducesLlamaCppBytes) {
     EXPECT_TRUE(by_type.count(expected)) << "no " << expected << " tensor in the fixtures";
 }
 
+// Attention against a double-precision softmax: several queries with different visible lengths
+// (crossing key blocks), odd head sizes, every path.
+TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {
+  IsaGuard guard;
+  std::mt19937 rng(12);
+  for (size_t hd : {8, 33, 128}) {
+    const size_t n_kv = 150;
+    std::vector<uint16_t> k(n_kv * hd), v(n_kv * hd);
+    for (uint16_t& h : k) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
+    for (uint16_t& h : v) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
+    std::vector<const uint16_t*> k_rows(n_kv), v_rows(n_kv);
+    for (size_t p = 0; p < n_kv; ++p) k_rows[p] = k.data() + p * hd, v_rows[p] = v.data() + p * hd;
+    const std::vector<size_t> visible = {1, 2, 63, 64, 65, 100, 150};
+    const std::vector<float> q = random_floats(visible.size() * hd, rng, 2.0f);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (Isa isa : kAllIsas) {
+      if (isa > detected_isa()) continue;
+      set_isa(isa);
+      std::vector<float> out(visible.size() * hd, NAN);
+      std::vector<AttentionQuery> queries;
+      for (size_t i = 0; i < visible.size(); ++i) queries.push_back({q.data() + i * hd, out.data() + i * hd, visible[i]});
+      attention(queries, hd, k_rows.data(), v_rows.data(), scale);
+      for (size_t i = 0; i < visible.size(); ++i) {
+        std::vector<double> score(visible[i]);
+        double max = -INFINITY, sum = 0;
+        for (size_t p = 0; p < visible[i]; ++p) {
+          double d = 0;
+          for (size_t e = 0; e < hd; ++e) d += double(q[i * hd + e]) * f16_to_f32(k[p * hd + e]);
+          score[p] = d * scale;
+          max = std::max(max, score[p]);
+        }
+        for (double& s : score) sum += s = std::exp(s - max);
+        for (size_t e = 0; e < hd; ++e) {
+          double want = 0;
+          for (size_t p = 0; p < visible[i]; ++p) want += score[p] / sum * f16_to_f32(v[p * hd + e]);
+          ASSERT_NEAR(out[i * hd + e], want, 2e-5) << isa_name(isa) << " head_dim " << hd << " query " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(KernelAttention, RejectsUnsupportedHeadDim) {
+  std::vector<AttentionQuery> none;
+  EXPECT_THROW(attention(none, kAttentionMaxHeadDim + 1, nullptr, nullptr, 1.0f), std::invalid_argument);
+}
+
 // A fixture tensor through matvec on every path agrees with the f32 weights' product up to the
 // quantization error, and with our own dequantize-then-dot exactly up to f32 rounding.
 TEST(KernelFixtures, MatvecOnFixtureTensors) {

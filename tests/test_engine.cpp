@@ -19,8 +19,8 @@ using test::read_prompts;
 namespace {
 
 std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens, size_t block_size = 16,
-                       size_t step_tokens = 512, int threads = 2) {
-  engine::KvCache cache(m.config, (tokens.size() + block_size - 1) / block_size + 1, block_size);
+                       size_t step_tokens = 512, int threads = 2, kernels::DType kv = kernels::DType::f16) {
+  engine::KvCache cache(m.config, (tokens.size() + block_size - 1) / block_size + 1, block_size, kv);
   engine::Engine engine(m, cache, {threads, step_tokens});
   engine::KvCache::Sequence seq;
   return engine.eval_all_logits(seq, tokens);
@@ -147,6 +147,38 @@ std::vector<int32_t> prompt(const std::string& arch, size_t i) {
 }
 
 }  // namespace
+
+// A Q8_0 cache halves the KV memory and stays within the quantized tolerances of the reference,
+// for float and quantized weights alike.
+TEST(Engine, Q8_0KvCacheStaysCloseToTheReference) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path dir = test::fixtures_dir();
+  for (const std::string name : {"tiny-glm4-f32", "tiny-qwen2-Q4_K_M"}) {
+    const auto m = model::Model::load_gguf(dir / "models" / (name + ".gguf"));
+    const auto prompts = read_prompts(dir / "refs" / (m->config.arch + ".prompts"));
+    const npy::ArrayF32 ref = npy::read_f32(dir / "refs" / (name + ".p1.npy"));
+    const LogitDiff d = test::compare_logits(run(*m, prompts[1], 16, 512, 2, kernels::DType::q8_0), ref.data,
+                                             m->config.vocab_size);
+    EXPECT_LE(d.rms, 5e-2) << name;
+    EXPECT_LE(d.max_abs, 0.3) << name;
+    EXPECT_LE(d.mean_kl, 1e-3) << name;
+    const LogitDiff f16 = test::compare_logits(run(*m, prompts[1]), ref.data, m->config.vocab_size);
+    EXPECT_GT(d.rms, 0.0) << "the q8_0 cache was not used";
+    EXPECT_NE(d.rms, f16.rms);
+  }
+  engine::KvCache cache(load_fixture("tiny-glm4-f32")->config, 4, 16, kernels::DType::q8_0);
+  EXPECT_EQ(cache.type(), kernels::DType::q8_0);
+  EXPECT_EQ(cache.head_bytes(), 68u);  // 64 values in two Q8_0 blocks
+}
+
+TEST(Engine, KvCacheRejectsUnsupportedTypes) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto m = load_fixture("tiny-glm4-f32");
+  EXPECT_THROW(engine::KvCache(m->config, 4, 16, kernels::DType::q4_0), Error);
+  model::ArchConfig odd = m->config;
+  odd.head_dim = 48;
+  EXPECT_THROW(engine::KvCache(odd, 4, 16, kernels::DType::q8_0), Error);
+}
 
 TEST(Engine, KvBlockSizeDoesNotChangeTheLogits) {
   AUTOGLM_REQUIRE_FIXTURES();

@@ -704,7 +704,7 @@ TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {
     std::vector<uint16_t> k(n_kv * hd), v(n_kv * hd);
     for (uint16_t& h : k) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
     for (uint16_t& h : v) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
-    std::vector<const uint16_t*> k_rows(n_kv), v_rows(n_kv);
+    std::vector<const void*> k_rows(n_kv), v_rows(n_kv);
     for (size_t p = 0; p < n_kv; ++p) k_rows[p] = k.data() + p * hd, v_rows[p] = v.data() + p * hd;
     const std::vector<size_t> visible = {1, 2, 63, 64, 65, 100, 150};
     const std::vector<float> q = random_floats(visible.size() * hd, rng, 2.0f);
@@ -715,7 +715,7 @@ TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {
       std::vector<float> out(visible.size() * hd, NAN);
       std::vector<AttentionQuery> queries;
       for (size_t i = 0; i < visible.size(); ++i) queries.push_back({q.data() + i * hd, out.data() + i * hd, visible[i]});
-      attention(queries, hd, k_rows.data(), v_rows.data(), scale);
+      attention(queries, hd, DType::f16, k_rows.data(), v_rows.data(), scale);
       for (size_t i = 0; i < visible.size(); ++i) {
         std::vector<double> score(visible[i]);
         double max = -INFINITY, sum = 0;
@@ -738,7 +738,9 @@ TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {
 
 TEST(KernelAttention, RejectsUnsupportedHeadDim) {
   std::vector<AttentionQuery> none;
-  EXPECT_THROW(attention(none, kAttentionMaxHeadDim + 1, nullptr, nullptr, 1.0f), std::invalid_argument);
+  EXPECT_THROW(attention(none, kAttentionMaxHeadDim + 1, DType::f16, nullptr, nullptr, 1.0f), std::invalid_argument);
+  EXPECT_THROW(attention(none, 48, DType::q8_0, nullptr, nullptr, 1.0f), std::invalid_argument);
+  EXPECT_THROW(attention(none, 64, DType::q4_0, nullptr, nullptr, 1.0f), std::invalid_argument);
 }
 
 // A fixture tensor through matvec on every path agrees with the f32 weights' product up to the

@@ -10,7 +10,8 @@
 
 namespace autoglm::engine {
 
-// Fixed-size blocks of KV slots, handed to sequences from one shared pool (f16 storage).
+// Fixed-size blocks of KV slots, handed to sequences from one shared pool. Rows are stored as F16
+// (default) or Q8_0 (half the memory; needs head_dim a multiple of 32).
 class KvCache {
  public:
   // One sequence's view of the cache: its blocks, in position order, and how many positions it holds.
@@ -19,23 +20,27 @@ class KvCache {
     size_t length = 0;
   };
 
-  KvCache(const model::ArchConfig& config, size_t n_blocks, size_t block_size);
+  KvCache(const model::ArchConfig& config, size_t n_blocks, size_t block_size,
+          kernels::DType type = kernels::DType::f16);
   // Makes room for `length` positions; false (and nothing allocated) when the pool is too small.
   bool reserve(Sequence& seq, size_t length);
   void release(Sequence& seq);
   size_t free_blocks() const { return free_.size(); }
   size_t total_blocks() const { return n_blocks_; }
   size_t block_size() const { return block_size_; }
+  kernels::DType type() const { return type_; }
+  size_t head_bytes() const { return head_bytes_; }  // one KV head's part of a row
 
-  // The K or V row (n_kv_heads * head_dim values) of `layer` at position `pos` of `seq`.
-  uint16_t* k_row(const Sequence& seq, size_t layer, size_t pos) { return row(k_, seq, layer, pos); }
-  uint16_t* v_row(const Sequence& seq, size_t layer, size_t pos) { return row(v_, seq, layer, pos); }
+  // The K or V row (n_kv_heads * head_dim values, head after head) of `layer` at position `pos`.
+  uint8_t* k_row(const Sequence& seq, size_t layer, size_t pos) { return row(k_, seq, layer, pos); }
+  uint8_t* v_row(const Sequence& seq, size_t layer, size_t pos) { return row(v_, seq, layer, pos); }
 
  private:
-  uint16_t* row(std::vector<uint16_t>& store, const Sequence& seq, size_t layer, size_t pos);
+  uint8_t* row(std::vector<uint8_t>& store, const Sequence& seq, size_t layer, size_t pos);
 
-  size_t n_blocks_, block_size_, row_size_;
-  std::vector<uint16_t> k_, v_;   // [layer][block][slot][row_size]
+  kernels::DType type_;
+  size_t n_blocks_, block_size_, row_elems_, row_bytes_, head_bytes_;
+  std::vector<uint8_t> k_, v_;   // [layer][block][slot][row_bytes]
   std::vector<uint32_t> free_;
 };
 

@@ -76,7 +76,7 @@ void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x,
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool);
 
-// ---- attention over an f16 KV cache ----
+// ---- attention over an f16 or q8_0 KV cache ----
 
 constexpr size_t kAttentionMaxHeadDim = 256;
 
@@ -90,9 +90,10 @@ struct AttentionQuery {
 // All the queries that share one KV head (the query heads of a GQA group, for one token or a tile
 // of prompt tokens) in one pass over its keys and values: each cached row is converted from f16
 // once per call, scores go through an online softmax block by block (never an [n_ctx] buffer).
-// k_rows[p] / v_rows[p]: the f16 key/value rows (head_dim elements) of position p, for p below the
-// largest `visible`. head_dim <= kAttentionMaxHeadDim. Safe to call from several threads at once.
-void attention(std::span<const AttentionQuery> queries, size_t head_dim, const uint16_t* const* k_rows,
-               const uint16_t* const* v_rows, float scale);
+// k_rows[p] / v_rows[p]: the key/value rows (head_dim elements of kv_type: F16 or Q8_0) of
+// position p, for p below the largest `visible`. head_dim <= kAttentionMaxHeadDim (and a multiple
+// of 32 for Q8_0). Safe to call from several threads at once.
+void attention(std::span<const AttentionQuery> queries, size_t head_dim, DType kv_type, const void* const* k_rows,
+               const void* const* v_rows, float scale);
 
 }  // namespace autoglm::kernels

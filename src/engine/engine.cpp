@@ -40,8 +40,6 @@ void add_bias(float* y, const std::vector<float>& bias, size_t n) {
     for (size_t i = 0; i < m; ++i) y[t * m + i] += bias[i];
 }
 
-void to_f16(const float* src, uint16_t* dst, size_t n) { kernels::quantize_row(kernels::DType::f16, src, dst, n); }
-
 float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace
@@ -94,7 +92,7 @@ void Engine::attention(size_t layer) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   pool_.run(attention_jobs_.size(), 1, [&](size_t begin, size_t end) {
     thread_local std::vector<kernels::AttentionQuery> queries;
-    thread_local std::vector<const uint16_t*> k_rows, v_rows;
+    thread_local std::vector<const void*> k_rows, v_rows;
     for (size_t job = begin; job < end; ++job) {
       const AttentionJob& a = attention_jobs_[job];
       const Token& last = tokens_[a.first + a.count - 1];
@@ -108,10 +106,10 @@ void Engine::attention(size_t layer) {
       k_rows.resize(last.pos + 1);
       v_rows.resize(last.pos + 1);
       for (size_t p = 0; p <= last.pos; ++p) {
-        k_rows[p] = cache_.k_row(*last.seq, layer, p) + a.kv_head * hd;
-        v_rows[p] = cache_.v_row(*last.seq, layer, p) + a.kv_head * hd;
+        k_rows[p] = cache_.k_row(*last.seq, layer, p) + a.kv_head * cache_.head_bytes();
+        v_rows[p] = cache_.v_row(*last.seq, layer, p) + a.kv_head * cache_.head_bytes();
       }
-      kernels::attention(queries, hd, k_rows.data(), v_rows.data(), scale);
+      kernels::attention(queries, hd, cache_.type(), k_rows.data(), v_rows.data(), scale);
     }
   });
 }
@@ -188,8 +186,8 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
       const float* sn = rope_sin_.data() + i * c.rope_dims / 2;
       rope(q_.data() + i * qdim, c.n_heads, c, cs, sn);
       rope(k_.data() + i * kvdim, c.n_kv_heads, c, cs, sn);
-      to_f16(k_.data() + i * kvdim, cache_.k_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
-      to_f16(v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
+      kernels::quantize_row(cache_.type(), k_.data() + i * kvdim, cache_.k_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
+      kernels::quantize_row(cache_.type(), v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
     }
     // multi-head attention, output projection
     attention(li);

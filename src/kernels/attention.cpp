@@ -11,25 +11,31 @@
 
 namespace autoglm::kernels {
 
-void f16_row_to_f32_scalar(const uint16_t* src, float* dst, size_t n) {
-  for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
-}
+namespace {
 
-void attention(std::span<const AttentionQuery> queries, size_t head_dim, const uint16_t* const* k_rows,
-               const uint16_t* const* v_rows, float scale) {
+void f16_row_scalar(const void* src, float* dst, size_t n) { dequantize_row(DType::f16, src, dst, n); }
+void f16_row_f16c(const void* src, float* dst, size_t n) {
+  f16_to_f32_row_f16c(static_cast<const uint16_t*>(src), dst, n);
+}
+void q8_0_row(const void* src, float* dst, size_t n) { dequantize_row(DType::q8_0, src, dst, n); }
+
+}  // namespace
+
+void attention(std::span<const AttentionQuery> queries, size_t head_dim, DType kv_type, const void* const* k_rows,
+               const void* const* v_rows, float scale) {
   if (head_dim == 0 || head_dim > kAttentionMaxHeadDim)
     throw std::invalid_argument("attention: head_dim must be 1.." + std::to_string(kAttentionMaxHeadDim));
+  if (kv_type != DType::f16 && (kv_type != DType::q8_0 || head_dim % 32 != 0))
+    throw std::invalid_argument("attention: the KV cache holds F16, or Q8_0 with head_dim a multiple of 32");
   thread_local std::vector<float> state;
   if (state.size() < 2 * queries.size()) state.resize(2 * queries.size());
-  AttentionArgs args{queries.data(), queries.size(), head_dim, k_rows, v_rows, scale, f16_row_to_f32_scalar,
+  const bool simd = active_isa() != Isa::scalar;
+  AttentionArgs args{queries.data(), queries.size(), head_dim, k_rows, v_rows, scale,
+                     kv_type == DType::q8_0 ? q8_0_row : simd ? f16_row_f16c : f16_row_scalar,
                      state.data(), state.data() + queries.size()};
   switch (active_isa()) {
-    case Isa::avx512:
-      args.f16_to_f32 = f16_to_f32_row_f16c;
-      return attention_avx512(args);
-    case Isa::avx2:
-      args.f16_to_f32 = f16_to_f32_row_f16c;
-      return attention_avx2(args);
+    case Isa::avx512: return attention_avx512(args);
+    case Isa::avx2: return attention_avx2(args);
     case Isa::scalar: return attention_generic(args);
   }
 }

@@ -9,10 +9,10 @@ struct AttentionArgs {
   const AttentionQuery* queries;
   size_t n_queries;
   size_t head_dim;
-  const uint16_t* const* k_rows;
-  const uint16_t* const* v_rows;
+  const void* const* k_rows;
+  const void* const* v_rows;
   float scale;
-  void (*f16_to_f32)(const uint16_t* src, float* dst, size_t n);
+  void (*to_f32)(const void* src, float* dst, size_t n);  // one cached row to floats
   float* max_score;  // [n_queries] running state of the online softmax
   float* sum;        // [n_queries]
 };

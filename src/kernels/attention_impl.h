@@ -4,7 +4,7 @@
 // be shared (as an inline/template instance) with code that runs on a CPU without it.
 //
 // Flash-attention style: keys and values are taken in blocks of kKeyBlock rows, converted from f16
-// once per block for all the queries of the call (the query heads of a GQA group, for one token or
+// (f16 or q8_0) once per block for all the queries of the call (the query heads of a GQA group, for one token or
 // a tile of prompt tokens); per query, scores of the block, then an online softmax update.
 #include <cstddef>
 #include <cstdint>
@@ -46,9 +46,9 @@ struct KeyBlock {
 void load_block(const AttentionArgs& a, size_t p0, size_t count, KeyBlock& b) {
   const size_t hd = a.head_dim;
   for (size_t j = 0; j < count; ++j) {
-    a.f16_to_f32(a.k_rows[p0 + j], b.row, hd);
+    a.to_f32(a.k_rows[p0 + j], b.row, hd);
     for (size_t d = 0; d < hd; ++d) b.kt[d * kKeyBlock + j] = b.row[d];
-    a.f16_to_f32(a.v_rows[p0 + j], b.v + j * hd, hd);
+    a.to_f32(a.v_rows[p0 + j], b.v + j * hd, hd);
   }
   for (size_t j = count; j < kKeyBlock; ++j)
     for (size_t d = 0; d < hd; ++d) b.kt[d * kKeyBlock + j] = 0.0f;

@@ -2,6 +2,7 @@
 // The CPU inference engine: a paged KV cache and a forward step over a batch of sequences at
 // different positions, driven by the model's ArchConfig (one decoder for every family).
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -84,6 +85,8 @@ class Engine {
   void plan_attention(size_t n);
   void attention(size_t layer);
   void ffn(const model::Layer& l, size_t n);
+  void for_each_token(size_t n, const std::function<void(size_t)>& fn);
+  void residual(const std::vector<float>& post_norm, size_t t);
 
   const model::Model& model_;
   KvCache& cache_;

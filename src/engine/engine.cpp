@@ -1,5 +1,6 @@
 // The forward pass: one decoder for every family, its variations read from ArchConfig.
 #include <cmath>
+#include <functional>
 #include <fmt/format.h>
 
 #include "autoglm/engine.h"
@@ -114,19 +115,38 @@ void Engine::attention(size_t layer) {
   });
 }
 
+// fn(t) for each token of the step, the tokens split across the pool.
+void Engine::for_each_token(size_t n, const std::function<void(size_t)>& fn) {
+  if (n == 1) return fn(0);
+  pool_.run(n, 1, [&fn](size_t begin, size_t end) {
+    for (size_t t = begin; t < end; ++t) fn(t);
+  });
+}
+
+// x += proj for token t, proj first normalized by post_norm where the architecture has one (GLM-4).
+void Engine::residual(const std::vector<float>& post_norm, size_t t) {
+  const model::ArchConfig& c = model_.config;
+  const size_t d = c.d_model;
+  float* p = proj_.data() + t * d;
+  if (c.post_norms) rmsnorm(p, post_norm.data(), p, d, c.rms_eps);
+  for (size_t j = 0; j < d; ++j) x_[t * d + j] += p[j];
+}
+
 void Engine::ffn(const model::Layer& l, size_t n) {
   const model::ArchConfig& c = model_.config;
   const size_t f = c.ffn_dim;
   if (c.fused_gate_up) {
     matmul(l.w_up.type, l.w_up.data, 2 * f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
-    for (size_t t = 0; t < n; ++t) {
+    for_each_token(n, [&](size_t t) {
       const float* gu = gate_up_.data() + t * 2 * f;
       for (size_t i = 0; i < f; ++i) act_[t * f + i] = silu(gu[i]) * gu[f + i];
-    }
+    });
   } else {
     matmul(l.w_gate.type, l.w_gate.data, f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
     matmul(l.w_up.type, l.w_up.data, f, c.d_model, h_.data(), n, act_.data(), &pool_);
-    for (size_t i = 0; i < n * f; ++i) act_[i] *= silu(gate_up_[i]);
+    for_each_token(n, [&](size_t t) {
+      for (size_t i = t * f; i < (t + 1) * f; ++i) act_[i] *= silu(gate_up_[i]);
+    });
   }
   matmul(l.w_down.type, l.w_down.data, c.d_model, f, act_.data(), n, proj_.data(), &pool_);
 }
@@ -172,7 +192,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   for (size_t li = 0; li < c.n_layers; ++li) {
     const model::Layer& l = model_.layers[li];
     // attention rmsnorm
-    for (size_t i = 0; i < n; ++i) rmsnorm(x_.data() + i * d, l.attn_norm.data(), h_.data() + i * d, d, c.rms_eps);
+    for_each_token(n, [&](size_t i) { rmsnorm(x_.data() + i * d, l.attn_norm.data(), h_.data() + i * d, d, c.rms_eps); });
     // qkv projections (+ bias)
     matmul(l.wq.type, l.wq.data, qdim, d, h_.data(), n, q_.data(), &pool_);
     matmul(l.wk.type, l.wk.data, kvdim, d, h_.data(), n, k_.data(), &pool_);
@@ -181,32 +201,24 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     add_bias(k_.data(), l.bk, n);
     add_bias(v_.data(), l.bv, n);
     // RoPE on q and k, then k and v into the cache
-    for (size_t i = 0; i < n; ++i) {
+    for_each_token(n, [&](size_t i) {
       const float* cs = rope_cos_.data() + i * c.rope_dims / 2;
       const float* sn = rope_sin_.data() + i * c.rope_dims / 2;
       rope(q_.data() + i * qdim, c.n_heads, c, cs, sn);
       rope(k_.data() + i * kvdim, c.n_kv_heads, c, cs, sn);
       kernels::quantize_row(cache_.type(), k_.data() + i * kvdim, cache_.k_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
       kernels::quantize_row(cache_.type(), v_.data() + i * kvdim, cache_.v_row(*tokens_[i].seq, li, tokens_[i].pos), kvdim);
-    }
+    });
     // multi-head attention, output projection
     attention(li);
     matmul(l.wo.type, l.wo.data, d, qdim, att_.data(), n, proj_.data(), &pool_);
     // post-attention norm (GLM-4), residual
-    for (size_t i = 0; i < n; ++i) {
-      float* p = proj_.data() + i * d;
-      if (c.post_norms) rmsnorm(p, l.post_attn_norm.data(), p, d, c.rms_eps);
-      for (size_t j = 0; j < d; ++j) x_[i * d + j] += p[j];
-    }
+    for_each_token(n, [&](size_t i) { residual(l.post_attn_norm, i); });
     // ffn rmsnorm, SwiGLU FFN
-    for (size_t i = 0; i < n; ++i) rmsnorm(x_.data() + i * d, l.ffn_norm.data(), h_.data() + i * d, d, c.rms_eps);
+    for_each_token(n, [&](size_t i) { rmsnorm(x_.data() + i * d, l.ffn_norm.data(), h_.data() + i * d, d, c.rms_eps); });
     ffn(l, n);
     // post-FFN norm (GLM-4), residual
-    for (size_t i = 0; i < n; ++i) {
-      float* p = proj_.data() + i * d;
-      if (c.post_norms) rmsnorm(p, l.post_ffn_norm.data(), p, d, c.rms_eps);
-      for (size_t j = 0; j < d; ++j) x_[i * d + j] += p[j];
-    }
+    for_each_token(n, [&](size_t i) { residual(l.post_ffn_norm, i); });
   }
 
   // final rmsnorm of the rows that need logits, output projection

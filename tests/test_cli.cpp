@@ -364,3 +364,39 @@ TEST(Logits, BadInputIsAUsageErrorNotACrash) {
   write_file(tmp / "vocab-only.gguf", autoglm::test::read_file(fixture("models/tiny-llama-Q4_0.gguf")).substr(0, 4096));
   EXPECT_EQ(run_binary("logits --model " + (tmp / "vocab-only.gguf").string() + " --tokens 1 --out " + out).exit_code, 1);
 }
+
+namespace autoglm {
+namespace {
+
+TEST(Tokenize, IdsMatchTheTokenizerSuiteAndDetokenizeRoundTrips) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string gguf = (test::fixtures_dir() / "models/tiny-glm4-f32.gguf").string();
+  const std::string hf = (test::fixtures_dir() / "hf/tiny-glm4-hf").string();
+  // the first case of fixtures/tokenize/tiny-glm4-f32.gguf.inp|.out
+  for (const std::string& model : {gguf, hf}) {
+    const auto r = test::run_binary("tokenize --model " + model + " --text 'ied 4 ½ months'");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, "798 220 19 220 126 121 1933\n") << model;
+  }
+  const auto json = test::run_binary("tokenize --model " + gguf + " --text 'ied 4' --json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_EQ(json.out, "[{\"id\":798,\"piece\":\"ied\"},{\"id\":220,\"piece\":\" \"},{\"id\":19,\"piece\":\"4\"}]\n");
+  const auto back = test::run_binary("detokenize --model " + gguf + " --ids '798 220 19 220 126 121 1933'");
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_EQ(back.out, "ied 4 ½ months\n");
+}
+
+TEST(Tokenize, BosOnlyWhenAskedAndBadInputIsAUsageError) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string llama = (test::fixtures_dir() / "models/tiny-llama-f32.gguf").string();
+  const auto plain = test::run_binary("tokenize --model " + llama + " --text Hello");
+  const auto bos = test::run_binary("tokenize --model " + llama + " --text Hello --bos");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(bos.out, "1 " + plain.out);
+  EXPECT_EQ(test::run_binary("detokenize --model " + llama + " --ids 1,999999").exit_code, 2);
+  EXPECT_EQ(test::run_binary("detokenize --model " + llama + " --ids 'a b'").exit_code, 2);
+  EXPECT_EQ(test::run_binary("tokenize --model /nonexistent.gguf --text x").exit_code, 2);
+}
+
+}  // namespace
+}  // namespace autoglm

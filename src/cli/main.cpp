@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   cli::add_bench_command(app, run);
   cli::add_logits_command(app, run);
   cli::add_quantize_command(app, run);
+  cli::add_tokenize_command(app, run);
 
   try {
     app.parse(argc, argv);

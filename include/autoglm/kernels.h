@@ -66,7 +66,9 @@ class ThreadPool {
 // Both products: w at least 2-byte aligned (GGUF tensor data is 32-byte aligned); y must not overlap
 // w or x. Each y element is computed by the same code in the same order whatever the pool's size and
 // the batch, so results are bit-identical across thread counts and between matvec and matmul (for a
-// given active_isa(); the scalar and SIMD paths differ in rounding only).
+// given active_isa(); for float weights the scalar and SIMD paths differ in rounding only).
+// Quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) multiply activations quantized to int8 per block of 32,
+// as llama.cpp does; their results are bit-identical on every ISA as well (src/kernels/qmatmul.h).
 // y[r] = dot(W[r, :], x) for r < rows. W: `rows` rows of `cols` elements of `type`, each row
 // row_bytes(type, cols) bytes, contiguous. x: cols floats. Rows split across `pool` (may be null).
 void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool);

@@ -1,5 +1,6 @@
 // matvec / matmul: the row loop, its split across the thread pool, and the scalar reference dot
-// products. The SIMD dot products live in matmul_avx2.cpp and matmul_avx512.cpp.
+// products of float weights (their SIMD versions: matmul_avx2.cpp, matmul_avx512.cpp). Quantized
+// weights go through qmatmul (int8 activations; qmatmul*.cpp).
 //
 // Determinism: every output element is one row's dot product with one activation vector, computed
 // by the same code in the same order whatever the thread count, the chunking or the batch size;

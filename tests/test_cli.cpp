@@ -1,5 +1,8 @@
 // The real binary, as a user runs it: exit codes, help, version, config errors, reports.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cctype>
 
 #include <nlohmann/json.hpp>
 
@@ -396,6 +399,64 @@ TEST(Tokenize, BosOnlyWhenAskedAndBadInputIsAUsageError) {
   EXPECT_EQ(test::run_binary("detokenize --model " + llama + " --ids 1,999999").exit_code, 2);
   EXPECT_EQ(test::run_binary("detokenize --model " + llama + " --ids 'a b'").exit_code, 2);
   EXPECT_EQ(test::run_binary("tokenize --model /nonexistent.gguf --text x").exit_code, 2);
+}
+
+}  // namespace
+}  // namespace autoglm
+
+namespace autoglm {
+namespace {
+
+std::string fixture_path(const std::string& rel) { return (test::fixtures_dir() / rel).string(); }
+
+TEST(Generate, ChatStreamsTextFromAGgufAndAHfFolder) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  for (const std::string& model : {fixture_path("models/tiny-glm4-Q4_K_M.gguf"), fixture_path("hf/tiny-glm4-hf")}) {
+    const auto r = test::run_binary("generate --model " + model + " --chat 'Hello there' --system 'Be brief.' -n 12 --seed 7");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(r.out.empty());
+    EXPECT_THAT(r.err, testing::HasSubstr("tokens/s")) << model;
+    EXPECT_THAT(r.err, testing::HasSubstr("seed 7"));
+  }
+}
+
+TEST(Generate, SameSeedSameTextAndMaxTokensIsHonoured) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string cmd = "generate --model " + fixture_path("models/tiny-qwen2-Q8_0.gguf") + " --prompt 'Once upon a time' -n 24";
+  const auto a = test::run_binary(cmd + " --seed 11"), b = test::run_binary(cmd + " --seed 11");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_THAT(a.err, testing::ContainsRegex("generated: ([0-9]|1[0-9]|2[0-4]) tokens"));
+  const auto other = test::run_binary(cmd + " --seed 12");
+  EXPECT_NE(a.out, other.out) << "random weights give flat logits: another seed picks other tokens";
+}
+
+TEST(Generate, StopStringEndsTheTextBeforeIt) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string cmd = "generate --model " + fixture_path("models/tiny-qwen2-Q8_0.gguf") + " --prompt 'Once upon a time' -n 40 --seed 5";
+  const auto full = test::run_binary(cmd);
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  // a short ASCII piece from the middle of the text becomes the stop string
+  size_t at = full.out.size() / 2;
+  while (at + 2 < full.out.size() && !(std::isalpha(static_cast<unsigned char>(full.out[at])) &&
+                                       std::isalpha(static_cast<unsigned char>(full.out[at + 1]))))
+    ++at;
+  ASSERT_LT(at + 2, full.out.size()) << "no two letters in a row in: " << full.out;
+  const std::string stop = full.out.substr(at, 2);
+  const auto cut = test::run_binary(cmd + " --stop " + stop);
+  ASSERT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_EQ(cut.out, full.out.substr(0, full.out.find(stop)) + "\n");
+  EXPECT_THAT(cut.err, testing::HasSubstr("stop: stop string"));
+}
+
+TEST(Generate, BadFlagsAreUsageErrors) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const std::string model = fixture_path("models/tiny-qwen2-Q8_0.gguf");
+  EXPECT_EQ(test::run_binary("generate --model " + model).exit_code, 2);
+  EXPECT_EQ(test::run_binary("generate --model " + model + " --prompt a --chat b").exit_code, 2);
+  EXPECT_EQ(test::run_binary("generate --model " + model + " --prompt a --top-p 1.5").exit_code, 2);
+  EXPECT_EQ(test::run_binary("generate --model " + model + " --prompt a -n 0").exit_code, 2);
+  EXPECT_EQ(test::run_binary("generate --model " + model + " --chat a --chat-format vicuna").exit_code, 2);
 }
 
 }  // namespace

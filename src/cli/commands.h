@@ -17,6 +17,7 @@ void add_bench_command(CLI::App& app, Runner& run);
 void add_logits_command(CLI::App& app, Runner& run);
 void add_quantize_command(CLI::App& app, Runner& run);
 void add_tokenize_command(CLI::App& app, Runner& run);  // tokenize and detokenize
+void add_generate_command(CLI::App& app, Runner& run);
 
 // "autoglm-deploy 0.1.0 (commit abc123, CUDA compiled in: yes, sm_80 sm_86 …)"
 std::string version_string();

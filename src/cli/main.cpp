@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   cli::add_logits_command(app, run);
   cli::add_quantize_command(app, run);
   cli::add_tokenize_command(app, run);
+  cli::add_generate_command(app, run);
 
   try {
     app.parse(argc, argv);

@@ -89,42 +89,38 @@ AUTOGLM_VNNI inline __m512 negate(__m512 v) {
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)));
 }
 
-struct Q8_0 {
+// Q8_0 and Q4_0: a chunk is two blocks of 32 with one f16 scale each (the d at the block's start).
+// Bytes::of(block) gives a block's 32 unsigned bytes in element order.
+template <class Block, class Bytes>
+struct Blocks32 {
   static constexpr size_t kGroups = 2;
   static constexpr bool kMin = false;
   static bool new_set(size_t) { return true; }
   static size_t set_index(size_t, size_t g) { return g; }
   AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t nblocks, ScaleSet& set) {
     for (size_t g = 0; g < 2; ++g)
-      set.s[g] = 2 * c + g < nblocks ? halves(gather_rows(rows, stride, (2 * c + g) * sizeof(BlockQ8_0)), 0)
+      set.s[g] = 2 * c + g < nblocks ? halves(gather_rows(rows, stride, (2 * c + g) * sizeof(Block)), 0)
                                      : _mm512_setzero_ps();
   }
   AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks) {
-    const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + 2 * c;
-    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));  // q + 128 as unsigned bytes
-    const __m256i lo = _mm256_xor_si256(load32(b[0].qs), flip);
+    const auto* b = reinterpret_cast<const Block*>(row) + 2 * c;
+    const __m256i lo = Bytes::of(b[0]);
     if (2 * c + 1 == nblocks) return join(lo, _mm256_setzero_si256());  // odd count: half a chunk
-    return join(lo, _mm256_xor_si256(load32(b[1].qs), flip));
+    return join(lo, Bytes::of(b[1]));
   }
 };
 
-struct Q4_0 {
-  static constexpr size_t kGroups = 2;
-  static constexpr bool kMin = false;
-  static bool new_set(size_t) { return true; }
-  static size_t set_index(size_t, size_t g) { return g; }
-  AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t nblocks, ScaleSet& set) {
-    for (size_t g = 0; g < 2; ++g)
-      set.s[g] = 2 * c + g < nblocks ? halves(gather_rows(rows, stride, (2 * c + g) * sizeof(BlockQ4_0)), 0)
-                                     : _mm512_setzero_ps();
-  }
-  AUTOGLM_VNNI static __m512i unpack(const uint8_t* row, size_t c, size_t nblocks) {
-    const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + 2 * c;
-    const __m256i lo = nibbles16(b[0].qs);
-    if (2 * c + 1 == nblocks) return join(lo, _mm256_setzero_si256());
-    return join(lo, nibbles16(b[1].qs));
+struct Q8_0Bytes {  // q + 128 as unsigned bytes
+  AUTOGLM_VNNI static __m256i of(const BlockQ8_0& b) {
+    return _mm256_xor_si256(load32(b.qs), _mm256_set1_epi8(static_cast<char>(0x80)));
   }
 };
+struct Q4_0Bytes {
+  AUTOGLM_VNNI static __m256i of(const BlockQ4_0& b) { return nibbles16(b.qs); }
+};
+
+using Q8_0 = Blocks32<BlockQ8_0, Q8_0Bytes>;
+using Q4_0 = Blocks32<BlockQ4_0, Q4_0Bytes>;
 
 struct Q4K {
   static constexpr size_t kGroups = 2;

@@ -48,6 +48,7 @@ struct ServiceConfig {
   uint64_t request_timeout_ms = 600'000;
   int max_queued_requests = 256;            // beyond the running batch; 0 = reject when busy
   std::optional<RateLimit> rate_limit;      // per API key; none = unlimited
+  uint64_t drain_timeout_ms = 30'000;       // on SIGTERM/SIGINT: how long in-flight requests may finish
   bool operator==(const ServiceConfig&) const = default;
 };
 

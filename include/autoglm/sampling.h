@@ -47,6 +47,9 @@ struct TokenLogprob {
 // log-softmax, most probable first, ties to the lowest id; fewer when the vocabulary is smaller.
 std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int n);
 
+// The log-softmax of the raw logits at `id` (the logprob the API reports for a sampled token).
+float token_logprob(std::span<const float> logits, int32_t id);
+
 // Order of operations: apply_penalties, temperature, top-k, top-p (over the top-k set), min-p, then a draw from the rest.
 // A logit that is NaN, or a history token outside the vocabulary, throws autoglm::Error.
 class Sampler {

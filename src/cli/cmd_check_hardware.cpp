@@ -9,6 +9,7 @@
 #include "autoglm/hardware.h"
 #include "autoglm/preflight.h"
 #include "commands.h"
+#include "service.h"
 
 namespace autoglm::cli {
 namespace {
@@ -53,22 +54,6 @@ preflight::FitRequest fit_request(const CheckHardwareOptions& o, const config::C
   r.batch = o.batch;
   r.require_gpu = r.require_gpu || o.gpu;
   return r;
-}
-
-std::vector<preflight::DeviceMemory> devices_of(const hardware::HardwareReport& hw) {
-  std::vector<preflight::DeviceMemory> out;
-  int gpu_index = 0;
-  for (const hardware::DeviceMemory& d : hardware::usable_memory(hw)) {
-    const bool is_gpu = d.device != "cpu";
-    out.push_back({is_gpu ? fmt::format("gpu{}", gpu_index++) : "cpu", d.label, is_gpu, d.bytes, d.source});
-  }
-  return out;
-}
-
-bool has_usable_gpu(const hardware::HardwareReport& hw) {
-  for (const hardware::DeviceMemory& d : hardware::usable_memory(hw))
-    if (d.device != "cpu" && d.bytes) return true;
-  return false;
 }
 
 int run_check_hardware(const CheckHardwareOptions& o) {

@@ -4,18 +4,19 @@
 #include "autoglm/exit_codes.h"
 #include "commands.h"
 #include "config_flags.h"
+#include "service.h"
 
 namespace autoglm::cli {
-
-int not_implemented(const char* what, const char* needs);
 
 void add_deploy_command(CLI::App& app, Runner& run) {
   CLI::App* cmd = app.add_subcommand("deploy", "One shot: check the hardware, verify, load and serve a model");
   cmd->footer(
       "Examples:\n"
+      "  autoglm-deploy deploy                       # the built-in demo model (random weights)\n"
       "  autoglm-deploy deploy --config configs/default.yaml\n"
       "  autoglm-deploy deploy --model ./glm-4-9b-0414-Q4_K_M.gguf --port 8080 --gpu\n\n"
-      "Flags override the matching fields of --config.");
+      "Flags override the matching fields of --config. Without a model, a small random-weight demo model\n"
+      "is generated once into the cache ($XDG_CACHE_HOME/autoglm-deploy) so the whole path can be tried.");
   auto path = std::make_shared<std::string>();
   auto gpu = std::make_shared<bool>(false);
   auto force = std::make_shared<bool>(false);
@@ -30,12 +31,11 @@ void add_deploy_command(CLI::App& app, Runner& run) {
       {"--context", "model.context_length", "Context length in tokens (0 = the model's own)", {}},
   });
   add_config_flags(*cmd, *flags);
-  cmd->callback([&run, path, flags, gpu] {
-    run = [path, flags, gpu] {
+  cmd->callback([&run, path, flags, gpu, force] {
+    run = [path, flags, gpu, force] {
       config::Config cfg = load_config_with_flags(*path, *flags);
       if (*gpu) cfg.runtime.backend = config::Backend::kCuda;
-      return not_implemented("deploy", "the inference engine and the HTTP server (issues 3-5); "
-                                       "run `autoglm-deploy check-hardware --model M` for the preflight now");
+      return run_service(cfg, {/*preflight=*/true, *force, *gpu});
     };
   });
 }

@@ -3,19 +3,17 @@
 #include <chrono>
 #include <cstdio>
 #include <fmt/format.h>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <spdlog/spdlog.h>
 
 #include "autoglm/chat.h"
 #include "autoglm/engine.h"
 #include "autoglm/exit_codes.h"
-#include "autoglm/gguf.h"
 #include "autoglm/quantize.h"
 #include "autoglm/sampling.h"
 #include "autoglm/tokenizer.h"
 #include "commands.h"
+#include "model_setup.h"
 
 namespace autoglm::cli {
 namespace {
@@ -33,27 +31,8 @@ struct GenerateArgs {
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The model's own chat template: GGUF metadata, or tokenizer_config.json of a HF folder.
-std::string chat_template(const model::Model& m) {
-  if (m.format == "gguf") return gguf::read_file_header(m.path).get_string("tokenizer.chat_template").value_or("");
-  std::ifstream in(m.path / "tokenizer_config.json");
-  const nlohmann::json cfg = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (cfg.is_object() && cfg.contains("chat_template") && cfg["chat_template"].is_string())
-    return cfg["chat_template"].get<std::string>();
-  return "";
-}
-
 chat::ChatFormat choose_format(const GenerateArgs& a, const model::Model& m, const Tokenizer& tok) {
-  if (!a.chat_format.empty()) return chat::parse_chat_format(a.chat_format);
-  if (auto f = chat::detect_chat_format(chat_template(m))) return *f;
-  // no (recognised) template: the family's usual format
-  chat::ChatFormat f = chat::ChatFormat::llama2;
-  if (m.config.arch == "glm4") f = chat::ChatFormat::glm4;
-  if (m.config.arch == "qwen2") f = chat::ChatFormat::chatml;
-  if (m.config.arch == "llama" && tok.find_token("<|start_header_id|>")) f = chat::ChatFormat::llama3;
-  spdlog::warn("{}: no recognised chat template; using the {} format (choose with --chat-format)", m.path.string(),
-               chat::chat_format_name(f));
-  return f;
+  return choose_chat_format(a.chat_format, m, tok);
 }
 
 // --prompt: the text as is (BOS if the vocabulary asks for one); --chat: rendered in `format`.
@@ -95,8 +74,7 @@ int run_generate(GenerateArgs a) {
     if (!load.quantize_to) throw Error(kExitUsage, fmt::format("--quantization: unknown type '{}'", a.quantization));
   }
   const auto m = model::Model::load(a.model, load);
-  const Tokenizer tok = std::filesystem::is_directory(a.model) ? Tokenizer::from_hf_folder(a.model)
-                                                               : Tokenizer::from_gguf_file(a.model);
+  const Tokenizer tok = load_tokenizer(a.model);
   std::optional<chat::ChatFormat> format;
   if (!a.chat.empty()) format = choose_format(a, *m, tok);
   const std::vector<int32_t> prompt = prompt_tokens(a, tok, format);

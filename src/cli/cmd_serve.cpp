@@ -4,10 +4,9 @@
 #include "autoglm/exit_codes.h"
 #include "commands.h"
 #include "config_flags.h"
+#include "service.h"
 
 namespace autoglm::cli {
-
-int not_implemented(const char* what, const char* needs);
 
 void add_serve_command(CLI::App& app, Runner& run) {
   CLI::App* cmd = app.add_subcommand("serve", "Serve the model a YAML config describes (OpenAI-compatible API)");
@@ -26,8 +25,7 @@ void add_serve_command(CLI::App& app, Runner& run) {
   add_config_flags(*cmd, *flags);
   cmd->callback([&run, path, flags] {
     run = [path, flags] {
-      load_config_with_flags(*path, *flags);
-      return not_implemented("serve", "the inference engine and the HTTP server (issues 3-5)");
+      return run_service(load_config_with_flags(*path, *flags), {});
     };
   });
 }

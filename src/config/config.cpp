@@ -30,9 +30,9 @@ using Message = std::optional<std::string>;  // a problem's text, or nothing whe
 
 // ---- the schema: sections and their keys -------------------------------------------------------
 
-constexpr std::array<std::string_view, 10> kServiceKeys{
+constexpr std::array<std::string_view, 11> kServiceKeys{
     "name", "host", "port", "api_keys", "api_keys_env", "cors_origins", "max_request_body",
-    "request_timeout", "max_queued_requests", "rate_limit"};
+    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout"};
 constexpr std::array<std::string_view, 6> kModelKeys{
     "path", "url", "sha256", "quantization", "context_length", "chat_template"};
 constexpr std::array<std::string_view, 6> kRuntimeKeys{
@@ -72,6 +72,7 @@ struct Limits {
 };
 constexpr Limits kRequestBody{1024, uint64_t{1} << 30, "a size 1KiB..1GiB like '1MiB'"};
 constexpr Limits kRequestTimeout{1000, 86'400'000, "a duration 1s..24h like '10m'"};
+constexpr Limits kDrainTimeout{0, 3'600'000, "a duration 0s..1h like '30s'"};
 constexpr Limits kHeartbeat{100, 3'600'000, "a duration 100ms..1h like '10s'"};
 
 template <typename E>
@@ -552,6 +553,8 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
     set(s.request_timeout_ms, r.measure(e, kRequestTimeout, parse_duration_ms));
   } else if (key == "max_queued_requests") {
     set(s.max_queued_requests, r.integer(e, kQueuedRequests));
+  } else if (key == "drain_timeout") {
+    set(s.drain_timeout_ms, r.measure(e, kDrainTimeout, parse_duration_ms));
   } else if (key == "rate_limit") {
     auto text = r.scalar(e, kRateLimitExpected);
     if (!text) return;
@@ -884,6 +887,7 @@ void validate(const Config& c) {
   check("service.request_timeout",
         limits(s.request_timeout_ms, kRequestTimeout, format_duration_ms(s.request_timeout_ms)));
   check("service.max_queued_requests", check_int(s.max_queued_requests, kQueuedRequests));
+  check("service.drain_timeout", limits(s.drain_timeout_ms, kDrainTimeout, format_duration_ms(s.drain_timeout_ms)));
   if (s.rate_limit && (s.rate_limit->requests == 0 || s.rate_limit->per_ms == 0))
     check("service.rate_limit", fmt::format("expected {}, got {} per {} ms", kRateLimitExpected,
                                             s.rate_limit->requests, s.rate_limit->per_ms));

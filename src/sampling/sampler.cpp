@@ -2,6 +2,8 @@
 #include <cmath>
 #include <limits>
 
+#include <fmt/format.h>
+
 #include "autoglm/error.h"
 #include "autoglm/sampling.h"
 
@@ -233,6 +235,18 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, int n) {
   for (size_t i = 0; i < count; ++i)
     out.push_back({all[i].id, static_cast<float>(static_cast<double>(all[i].logit) - log_normaliser)});
   return out;
+}
+
+float token_logprob(std::span<const float> logits, int32_t id) {
+  check_logits(logits);
+  if (id < 0 || static_cast<size_t>(id) >= logits.size())
+    throw Error(kExitUsage, fmt::format("token id {} is outside the vocabulary (0..{})", id, logits.size() - 1));
+  const float max = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - max));
+  // the same arithmetic as top_logprobs, so a token has the same logprob in both
+  const double log_normaliser = static_cast<double>(max) + std::log(sum);
+  return static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - log_normaliser);
 }
 
 }  // namespace autoglm::sampling

@@ -1,0 +1,60 @@
+#pragma once
+// The HTTP service: an OpenAI-compatible API (chat and text completions, streaming), /infer for
+// simple scripts, health, readiness and Prometheus metrics, in front of a continuous-batching
+// scheduler. Authentication, CORS, body limit, per-key rate limit, request logs, graceful drain.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autoglm/chat.h"
+#include "autoglm/config.h"
+#include "autoglm/kernels.h"
+#include "autoglm/model.h"
+#include "autoglm/tokenizer.h"
+
+namespace autoglm::server {
+
+struct ServerOptions {
+  config::ServiceConfig service;      // host, port (0 = any free port), limits, CORS, rate limit
+  std::vector<std::string> api_keys;  // resolved (config::resolve_api_keys); empty = no authentication
+  std::string version;                // reported by /health
+};
+
+// The model to serve and how to batch it. The caller keeps model and tokenizer alive while the
+// server runs.
+struct ServedModel {
+  const model::Model* model = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  std::string name;                  // the model id of /v1/models and of every response
+  chat::ChatFormat chat_format = chat::ChatFormat::glm4;
+  size_t context_length = 0;         // prompt + completion limit per request
+  size_t max_sequences = 8;          // running batch
+  size_t kv_blocks = 0;              // KV cache blocks of kv_block_size positions
+  size_t kv_block_size = 16;
+  kernels::DType kv_type = kernels::DType::f16;
+  int threads = 0;
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port and starts serving in the background: /health answers at once, /ready and the
+  // API say 503 until attach(). Returns the bound port. Throws Error when the address is taken.
+  int start();
+  // Starts the scheduler for `model`; the API answers from now on.
+  void attach(const ServedModel& model);
+  // Graceful stop: new connections are refused, requests in flight may finish for `drain`, the
+  // rest are ended; returns when every handler has returned.
+  void shutdown(std::chrono::milliseconds drain);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace autoglm::server

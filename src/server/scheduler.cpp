@@ -1,0 +1,329 @@
+// Continuous batching over the engine: admission by free KV blocks, chunked prefill next to running
+// generations, sampling and stop handling per sequence.
+#include "scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <spdlog/spdlog.h>
+
+#include "autoglm/error.h"
+
+namespace autoglm::server {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
+    case FinishReason::timeout: return "timeout";
+    case FinishReason::error: return "error";
+    case FinishReason::none: break;
+  }
+  return "none";
+}
+
+// ---- Generation: the HTTP side -----------------------------------------------------------------
+
+bool Generation::wait(Delta& out, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return finished_ || !pending_.text.empty() || !pending_.tokens.empty(); });
+  out.text += pending_.text;
+  for (GeneratedToken& t : pending_.tokens) out.tokens.push_back(std::move(t));
+  pending_ = {};
+  return finished_;
+}
+
+FinishReason Generation::finish_reason() const {
+  std::lock_guard lock(mu_);
+  return reason_;
+}
+
+std::string Generation::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+size_t Generation::completion_tokens() const {
+  std::lock_guard lock(mu_);
+  return completion_tokens_;
+}
+
+std::optional<double> Generation::time_to_first_token() const {
+  std::lock_guard lock(mu_);
+  if (!first_token_) return std::nullopt;
+  return std::chrono::duration<double>(*first_token_ - submitted_).count();
+}
+
+void Generation::push(std::string_view text, const GeneratedToken* token) {
+  {
+    std::lock_guard lock(mu_);
+    pending_.text += text;
+    if (token) {
+      pending_.tokens.push_back(*token);
+      ++completion_tokens_;
+      if (!first_token_) first_token_ = Clock::now();
+    }
+  }
+  cv_.notify_all();
+}
+
+void Generation::finish(FinishReason reason, std::string error) {
+  {
+    std::lock_guard lock(mu_);
+    finished_ = true;
+    reason_ = reason;
+    error_ = std::move(error);
+  }
+  cv_.notify_all();
+}
+
+// ---- the scheduler -------------------------------------------------------------------------------
+
+struct Scheduler::Active {
+  std::shared_ptr<Generation> gen;
+  GenerationRequest req;
+  engine::KvCache::Sequence seq;
+  size_t prefilled = 0;                 // prompt tokens already in the cache
+  std::vector<int32_t> generated;       // sampled tokens (the last one not yet in the cache)
+  sampling::Sampler sampler;
+  sampling::StopMatcher stops;
+  Utf8StreamDecoder utf8;
+  bool done = false;                    // retired: leaves the batch after this step
+  bool decoding() const { return prefilled == req.prompt.size(); }
+
+  Active(GenerationRequest r)
+      : gen(std::make_shared<Generation>()), req(std::move(r)), sampler(req.sampling), stops(req.stop) {}
+};
+
+Scheduler::Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options)
+    : tokenizer_(tokenizer),
+      options_(options),
+      cache_(model.config, options.kv_blocks, options.block_size, options.kv_type),
+      engine_(model, cache_, {options.threads, std::max(options.max_step_tokens, options.prefill_tokens_while_decoding) +
+                                                   options.max_sequences}),
+      vocab_size_(model.config.vocab_size) {
+  if (options_.max_sequences == 0 || options_.kv_blocks == 0 || options_.max_step_tokens == 0 ||
+      options_.prefill_tokens_while_decoding == 0)
+    throw Error(kExitUsage, "scheduler: max_sequences, kv_blocks and the step sizes must be at least 1");
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard lock(mu_);
+    quit_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  for (auto& a : running_) a->gen->finish(FinishReason::cancelled);
+  for (auto& a : waiting_) a->gen->finish(FinishReason::cancelled);
+}
+
+std::shared_ptr<Generation> Scheduler::submit(GenerationRequest request, Refusal* why) {
+  auto refuse = [&](Refusal r) {
+    if (why) *why = r;
+    return nullptr;
+  };
+  if (request.prompt.empty() || request.max_tokens == 0) throw Error(kExitUsage, "scheduler: empty prompt or max_tokens 0");
+  if (request.prompt.size() + request.max_tokens > kv_capacity_tokens()) return refuse(Refusal::too_long);
+  auto active = std::make_unique<Active>(std::move(request));
+  std::shared_ptr<Generation> gen = active->gen;
+  gen->prompt_tokens_ = active->req.prompt.size();
+  {
+    std::lock_guard lock(mu_);
+    if (!accepting_) return refuse(Refusal::stopping);
+    // a request may wait when every slot is busy, up to max_queued of them
+    const size_t busy = running_count_ + waiting_.size();
+    if (busy >= options_.max_sequences + options_.max_queued) return refuse(Refusal::queue_full);
+    waiting_.push_back(std::move(active));
+  }
+  cv_.notify_all();
+  if (why) *why = Refusal::none;
+  return gen;
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(mu_);
+  SchedulerStats s;
+  s.waiting = waiting_.size();
+  s.running = running_count_;
+  s.kv_blocks_used = kv_used_;
+  s.kv_blocks_total = options_.kv_blocks;
+  s.prompt_tokens = prompt_total_;
+  s.generated_tokens = generated_total_;
+  const auto horizon = Clock::now() - std::chrono::seconds(10);
+  size_t tokens = 0;
+  for (const auto& [when, n] : recent_)
+    if (when >= horizon) tokens += n;
+  s.generation_tokens_per_second = static_cast<double>(tokens) / 10.0;
+  return s;
+}
+
+void Scheduler::stop_accepting() {
+  std::lock_guard lock(mu_);
+  accepting_ = false;
+}
+
+bool Scheduler::idle() const {
+  std::lock_guard lock(mu_);
+  return waiting_.empty() && running_count_ == 0;
+}
+
+void Scheduler::cancel_all() {
+  cancel_all_ = true;
+  cv_.notify_all();
+}
+
+// ---- the scheduler thread ------------------------------------------------------------------------
+
+void Scheduler::loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      // Waiting requests are re-checked now and then for cancellation and deadlines even when
+      // nothing runs; an idle server sleeps until a submit.
+      auto ready = [&] { return quit_ || !running_.empty() || !waiting_.empty(); };
+      if (running_.empty() && !waiting_.empty()) cv_.wait_for(lock, std::chrono::milliseconds(20), ready);
+      else cv_.wait(lock, ready);
+      if (quit_) return;
+    }
+    admit_waiting();
+    if (!running_.empty()) run_step();
+    std::lock_guard lock(mu_);
+    running_count_ = running_.size();
+    kv_used_ = cache_.total_blocks() - cache_.free_blocks();
+  }
+}
+
+// Moves waiting requests into the batch in arrival order while there is a slot and KV room for the
+// whole request (prompt + max_tokens: a running sequence never runs out of cache).
+void Scheduler::admit_waiting() {
+  std::lock_guard lock(mu_);
+  const bool cancel_everything = cancel_all_;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    Active& a = **it;
+    FinishReason gone = FinishReason::none;
+    if (cancel_everything || a.gen->cancelled()) gone = FinishReason::cancelled;
+    else if (Clock::now() >= a.req.deadline) gone = FinishReason::timeout;
+    if (gone != FinishReason::none) {
+      a.gen->finish(gone);
+      it = waiting_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  while (!waiting_.empty() && running_.size() < options_.max_sequences) {
+    Active& a = *waiting_.front();
+    if (!cache_.reserve(a.seq, a.req.prompt.size() + a.req.max_tokens)) break;  // FIFO: wait for room
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  running_count_ = running_.size();
+  kv_used_ = cache_.total_blocks() - cache_.free_blocks();
+}
+
+void Scheduler::retire(Active& a, FinishReason reason, std::string error) {
+  if (reason == FinishReason::stop || reason == FinishReason::length) {
+    // text held back for a possible stop string or an incomplete UTF-8 sequence
+    std::string rest = a.stops.feed(a.utf8.flush()).text;
+    if (!a.stops.stopped()) rest += a.stops.flush();
+    if (!rest.empty()) a.gen->push(rest, nullptr);
+  }
+  cache_.release(a.seq);
+  a.done = true;
+  a.gen->finish(reason, std::move(error));
+}
+
+bool Scheduler::finish_expired(Active& a) {
+  if (cancel_all_ || a.gen->cancelled()) {
+    retire(a, FinishReason::cancelled);
+    return true;
+  }
+  if (Clock::now() >= a.req.deadline) {
+    retire(a, FinishReason::timeout);
+    return true;
+  }
+  return false;
+}
+
+void Scheduler::run_step() {
+  std::erase_if(running_, [&](const std::unique_ptr<Active>& a) { return finish_expired(*a); });
+  if (running_.empty()) return;
+
+  // every generating sequence advances by one token; prompts share what is left of the step
+  items_.clear();
+  item_owner_.clear();
+  size_t decoding = 0;
+  for (auto& a : running_) {
+    if (!a->decoding()) continue;
+    items_.push_back({&a->seq, std::span(&a->generated.back(), 1), false});
+    item_owner_.push_back(a.get());
+    ++decoding;
+  }
+  size_t budget = decoding ? options_.prefill_tokens_while_decoding : options_.max_step_tokens;
+  for (auto& a : running_) {
+    if (a->decoding() || budget == 0) continue;
+    const size_t chunk = std::min(budget, a->req.prompt.size() - a->prefilled);
+    items_.push_back({&a->seq, std::span(a->req.prompt).subspan(a->prefilled, chunk), false});
+    item_owner_.push_back(a.get());
+    budget -= chunk;
+  }
+
+  size_t prompt_tokens = 0, generated = 0;
+  try {
+    engine_.step(items_, logits_);
+  } catch (const std::exception& e) {
+    spdlog::error("engine step failed: {}", e.what());
+    for (auto& a : running_) retire(*a, FinishReason::error, e.what());
+    running_.clear();
+    return;
+  }
+  for (size_t i = 0; i < items_.size(); ++i) {
+    Active& a = *item_owner_[i];
+    if (!a.decoding()) {
+      a.prefilled += items_[i].tokens.size();
+      prompt_tokens += items_[i].tokens.size();
+      if (!a.decoding()) continue;  // more prompt to go
+    }
+    accept_token(a, std::span(logits_).subspan(i * vocab_size_, vocab_size_));
+    ++generated;
+  }
+  std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->done; });
+
+  std::lock_guard lock(mu_);
+  prompt_total_ += prompt_tokens;
+  generated_total_ += generated;
+  const auto now = Clock::now();
+  recent_.emplace_back(now, generated);
+  while (!recent_.empty() && recent_.front().first < now - std::chrono::seconds(10)) recent_.pop_front();
+}
+
+// Samples the next token of `a` from its logits, streams its text, and retires the sequence when
+// it ends (end-of-turn token, stop string, max_tokens or the end of the context).
+void Scheduler::accept_token(Active& a, std::span<const float> logits) {
+  int32_t id = 0;
+  GeneratedToken token;
+  try {
+    id = a.sampler.sample(logits, a.generated);
+    if (a.req.logprobs >= 0) {
+      token.logprob = sampling::token_logprob(logits, id);
+      token.top = sampling::top_logprobs(logits, a.req.logprobs);
+    }
+  } catch (const std::exception& e) {
+    retire(a, FinishReason::error, e.what());
+    return;
+  }
+  if (std::find(a.req.stop_ids.begin(), a.req.stop_ids.end(), id) != a.req.stop_ids.end()) {
+    retire(a, FinishReason::stop);
+    return;
+  }
+  token.id = id;
+  a.generated.push_back(id);
+  const std::string piece = tokenizer_.is_special(id) ? std::string() : tokenizer_.token_piece(id);
+  const sampling::StopMatcher::Result r = a.stops.feed(a.utf8.push(piece));
+  a.gen->push(r.text, &token);
+  if (r.stopped) retire(a, FinishReason::stop);
+  else if (a.generated.size() >= a.req.max_tokens) retire(a, FinishReason::length);
+}
+
+}  // namespace autoglm::server

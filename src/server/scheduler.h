@@ -1,0 +1,155 @@
+#pragma once
+// Continuous batching: requests join the running batch at the next engine step and leave when they
+// finish; prompts are prefilled in chunks next to the running generations. One thread drives the
+// engine; HTTP threads submit requests and read their output through a Generation.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "autoglm/engine.h"
+#include "autoglm/sampling.h"
+#include "autoglm/tokenizer.h"
+
+namespace autoglm::server {
+
+using Clock = std::chrono::steady_clock;
+
+enum class FinishReason { none, stop, length, cancelled, timeout, error };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", ... as the API reports it
+
+struct GeneratedToken {
+  int32_t id = 0;
+  float logprob = 0.0f;                      // log-softmax of the raw logits (when logprobs were asked for)
+  std::vector<sampling::TokenLogprob> top;   // the most probable alternatives, most probable first
+};
+
+// Output released since the last Generation::wait(): text (UTF-8 complete, stop strings held back)
+// and the tokens that produced it.
+struct Delta {
+  std::string text;
+  std::vector<GeneratedToken> tokens;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  size_t max_tokens = 16;
+  sampling::SamplingParams sampling;
+  std::vector<std::string> stop;    // stop strings: generation ends before them
+  std::vector<int32_t> stop_ids;    // end-of-turn / EOS ids: generation ends, the token is not output
+  int logprobs = -1;                // -1: none; n >= 0: each token's logprob and n alternatives
+  Clock::time_point deadline = Clock::time_point::max();
+};
+
+// One request's progress, shared by the HTTP thread that waits on it and the scheduler thread.
+class Generation {
+ public:
+  // Appends the output released since the last call to `out`, waiting up to `timeout` when there is
+  // none yet. Returns true once the generation has finished and all its output has been taken.
+  bool wait(Delta& out, std::chrono::milliseconds timeout);
+  // Ends the generation at the next step and frees its KV blocks (client gone).
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+  // Valid once wait() returned true.
+  FinishReason finish_reason() const;
+  std::string error() const;            // what went wrong, for FinishReason::error
+  size_t prompt_tokens() const { return prompt_tokens_; }
+  size_t completion_tokens() const;
+  std::optional<double> time_to_first_token() const;  // seconds from submit to the first token
+
+ private:
+  friend class Scheduler;
+  void push(std::string_view text, const GeneratedToken* token);
+  void finish(FinishReason reason, std::string error = {});
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Delta pending_;
+  bool finished_ = false;
+  FinishReason reason_ = FinishReason::none;
+  std::string error_;
+  size_t prompt_tokens_ = 0;
+  size_t completion_tokens_ = 0;
+  Clock::time_point submitted_ = Clock::now();
+  std::optional<Clock::time_point> first_token_;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct SchedulerOptions {
+  size_t max_sequences = 8;     // sequences in the running batch
+  size_t max_queued = 256;      // requests waiting for a slot; more are turned away
+  size_t kv_blocks = 0;         // KV cache size in blocks of block_size positions
+  size_t block_size = 16;
+  kernels::DType kv_type = kernels::DType::f16;
+  int threads = 0;              // engine threads; 0 = all
+  size_t max_step_tokens = 512;            // prefill chunk when nothing is generating
+  size_t prefill_tokens_while_decoding = 128;  // prefill per step next to running generations
+};
+
+struct SchedulerStats {
+  size_t waiting = 0, running = 0;
+  size_t kv_blocks_used = 0, kv_blocks_total = 0;
+  uint64_t prompt_tokens = 0, generated_tokens = 0;  // since start
+  double generation_tokens_per_second = 0;           // over the last 10 seconds
+};
+
+class Scheduler {
+ public:
+  Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  enum class Refusal { none, queue_full, too_long, stopping };
+  // Queues a request; nullptr (and why) when it cannot be taken. too_long: prompt + max_tokens
+  // needs more KV positions than the whole cache holds.
+  std::shared_ptr<Generation> submit(GenerationRequest request, Refusal* why);
+
+  size_t kv_capacity_tokens() const { return options_.kv_blocks * options_.block_size; }
+  SchedulerStats stats() const;
+
+  void stop_accepting();   // later submits are refused (shutdown)
+  bool idle() const;       // nothing waiting or running
+  void cancel_all();       // every request ends (cancelled) at the next step
+
+ private:
+  struct Active;
+  void loop();
+  void admit_waiting();
+  void retire(Active& a, FinishReason reason, std::string error = {});
+  bool finish_expired(Active& a);
+  void run_step();
+  void accept_token(Active& a, std::span<const float> logits);
+
+  const Tokenizer& tokenizer_;
+  SchedulerOptions options_;
+  engine::KvCache cache_;
+  engine::Engine engine_;
+  size_t vocab_size_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Active>> waiting_;    // guarded by mu_
+  std::vector<std::unique_ptr<Active>> running_;   // scheduler thread only
+  bool accepting_ = true, quit_ = false;           // guarded by mu_
+  std::atomic<bool> cancel_all_{false};
+  // stats, guarded by mu_
+  size_t running_count_ = 0, kv_used_ = 0;
+  uint64_t prompt_total_ = 0, generated_total_ = 0;
+  std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
+
+  std::vector<engine::StepItem> items_;
+  std::vector<Active*> item_owner_;
+  std::vector<float> logits_;
+  std::thread thread_;
+};
+
+}  // namespace autoglm::server

@@ -115,6 +115,7 @@ Scheduler::~Scheduler() {
   }
   cv_.notify_all();
   thread_.join();
+  for (Finished& f : finished_) f.gen->finish(f.reason, std::move(f.error));
   for (auto& a : running_) a->gen->finish(FinishReason::cancelled);
   for (auto& a : waiting_) a->gen->finish(FinishReason::cancelled);
 }
@@ -189,9 +190,13 @@ void Scheduler::loop() {
     }
     admit_waiting();
     if (!running_.empty()) run_step();
-    std::lock_guard lock(mu_);
-    running_count_ = running_.size();
-    kv_used_ = cache_.total_blocks() - cache_.free_blocks();
+    {
+      std::lock_guard lock(mu_);
+      running_count_ = running_.size();
+      kv_used_ = cache_.total_blocks() - cache_.free_blocks();
+    }
+    for (Finished& f : finished_) f.gen->finish(f.reason, std::move(f.error));
+    finished_.clear();
   }
 }
 
@@ -231,7 +236,9 @@ void Scheduler::retire(Active& a, FinishReason reason, std::string error) {
   }
   cache_.release(a.seq);
   a.done = true;
-  a.gen->finish(reason, std::move(error));
+  // told after this step's statistics are updated, so a client that looks at /metrics right after
+  // its answer sees its blocks freed
+  finished_.push_back({a.gen, reason, std::move(error)});
 }
 
 bool Scheduler::finish_expired(Active& a) {

@@ -146,6 +146,12 @@ class Scheduler {
   uint64_t prompt_total_ = 0, generated_total_ = 0;
   std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
 
+  struct Finished {
+    std::shared_ptr<Generation> gen;
+    FinishReason reason;
+    std::string error;
+  };
+  std::vector<Finished> finished_;                 // retired this step, told at its end
   std::vector<engine::StepItem> items_;
   std::vector<Active*> item_owner_;
   std::vector<float> logits_;

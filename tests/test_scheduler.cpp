@@ -1,0 +1,306 @@
+// The server's parts below HTTP: the continuous-batching scheduler (batching never changes results,
+// cancellation frees the cache, admission limits), the OpenAI request checks, metrics, rate limits.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "autoglm/random_model.h"
+#include "metrics.h"
+#include "openai_api.h"
+#include "rate_limit.h"
+#include "scheduler.h"
+#include "test_support.h"
+
+namespace autoglm::server {
+namespace {
+
+using namespace std::chrono_literals;
+using autoglm::test::TempDir;
+
+// A small random llama-shaped model with a SentencePiece-style byte vocabulary, made once.
+struct TinyModel {
+  TempDir dir;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  TinyModel() {
+    model::RandomModelSpec spec;
+    spec.arch = "llama";
+    spec.weight_type = kernels::DType::q8_0;
+    spec.context_length = 1024;
+    const auto path = dir / "tiny.gguf";
+    model::write_random_model(spec, path);
+    model = model::Model::load(path);
+    tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf_file(path));
+  }
+};
+
+TinyModel& tiny() {
+  static TinyModel m;
+  return m;
+}
+
+SchedulerOptions options(size_t max_sequences, size_t kv_blocks = 256) {
+  SchedulerOptions o;
+  o.max_sequences = max_sequences;
+  o.max_queued = 64;
+  o.kv_blocks = kv_blocks;
+  o.threads = 2;
+  o.max_step_tokens = 64;              // small steps: prompts are prefilled in several chunks
+  o.prefill_tokens_while_decoding = 8;
+  return o;
+}
+
+GenerationRequest greedy(int seed_prompt, size_t prompt_len, size_t max_tokens) {
+  GenerationRequest r;
+  for (size_t i = 0; i < prompt_len; ++i) r.prompt.push_back(static_cast<int32_t>(3 + (seed_prompt * 131 + i * 17) % 2000));
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+// Everything a generation produced, once it has finished.
+struct Result {
+  std::vector<int32_t> ids;
+  std::string text;
+  FinishReason reason;
+};
+
+Result collect(Generation& g) {
+  Delta d;
+  while (!g.wait(d, 50ms)) {
+  }
+  Result r{{}, d.text, g.finish_reason()};
+  for (const GeneratedToken& t : d.tokens) r.ids.push_back(t.id);
+  return r;
+}
+
+TEST(Scheduler, BatchingNeverChangesGreedyTokens) {
+  TinyModel& m = tiny();
+  std::vector<Result> alone;
+  {
+    Scheduler s(*m.model, *m.tokenizer, options(1));
+    for (int i = 0; i < 16; ++i) alone.push_back(collect(*s.submit(greedy(i, 5 + 9 * static_cast<size_t>(i), 12), nullptr)));
+  }
+  Scheduler s(*m.model, *m.tokenizer, options(16));
+  std::vector<std::shared_ptr<Generation>> gens;
+  for (int i = 0; i < 16; ++i) {
+    gens.push_back(s.submit(greedy(i, 5 + 9 * static_cast<size_t>(i), 12), nullptr));
+    if (i == 7) std::this_thread::sleep_for(30ms);  // later ones join a running batch
+  }
+  for (int i = 0; i < 16; ++i) {
+    const Result together = collect(*gens[static_cast<size_t>(i)]);
+    EXPECT_EQ(together.ids, alone[static_cast<size_t>(i)].ids) << "request " << i;
+    EXPECT_EQ(together.reason, FinishReason::length);
+    EXPECT_EQ(together.ids.size(), 12u);
+  }
+  EXPECT_TRUE(s.idle());
+  EXPECT_EQ(s.stats().kv_blocks_used, 0u);
+  EXPECT_EQ(s.stats().generated_tokens, 16u * 12);
+}
+
+TEST(Scheduler, SeededSamplingIsReproducible) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(4));
+  auto request = [] {
+    GenerationRequest r = greedy(1, 10, 20);
+    r.sampling.temperature = 1.0f;
+    r.sampling.seed = 42;
+    return r;
+  };
+  const Result a = collect(*s.submit(request(), nullptr));
+  const Result b = collect(*s.submit(request(), nullptr));
+  EXPECT_EQ(a.ids, b.ids);
+}
+
+TEST(Scheduler, CancelFreesTheCacheAtOnce) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(2));
+  auto g = s.submit(greedy(3, 20, 900), nullptr);
+  Delta d;
+  while (d.tokens.empty()) g->wait(d, 50ms);
+  EXPECT_GT(s.stats().kv_blocks_used, 0u);
+  g->cancel();
+  while (!g->wait(d, 50ms)) {
+  }
+  EXPECT_EQ(g->finish_reason(), FinishReason::cancelled);
+  for (int i = 0; i < 100 && !s.idle(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0u);
+  EXPECT_EQ(s.stats().running, 0u);
+}
+
+TEST(Scheduler, EndOfTurnIdsAndStopStringsEndTheAnswer) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(2));
+  const Result free_run = collect(*s.submit(greedy(5, 8, 10), nullptr));
+  ASSERT_EQ(free_run.ids.size(), 10u);
+
+  GenerationRequest eot = greedy(5, 8, 10);
+  eot.stop_ids = {free_run.ids[4]};
+  const Result cut = collect(*s.submit(eot, nullptr));
+  EXPECT_EQ(cut.reason, FinishReason::stop);
+  const auto first = std::find(free_run.ids.begin(), free_run.ids.end(), free_run.ids[4]);
+  EXPECT_EQ(cut.ids, std::vector<int32_t>(free_run.ids.begin(), first));  // the end token itself is not output
+
+  ASSERT_GE(free_run.text.size(), 4u);
+  GenerationRequest stop = greedy(5, 8, 10);
+  const size_t at = free_run.text.size() / 2;
+  stop.stop = {free_run.text.substr(at, 2)};
+  const Result stopped = collect(*s.submit(stop, nullptr));
+  EXPECT_EQ(stopped.reason, FinishReason::stop);
+  EXPECT_EQ(stopped.text, free_run.text.substr(0, free_run.text.find(stop.stop[0])));
+}
+
+TEST(Scheduler, AdmissionLimits) {
+  TinyModel& m = tiny();
+  SchedulerOptions o = options(1, 8);  // 8 blocks of 16 = 128 positions
+  o.max_queued = 1;
+  Scheduler s(*m.model, *m.tokenizer, o);
+  Scheduler::Refusal why{};
+  EXPECT_EQ(s.submit(greedy(1, 100, 29), &why), nullptr);  // 129 positions: never fits
+  EXPECT_EQ(why, Scheduler::Refusal::too_long);
+  auto running = s.submit(greedy(1, 10, 100), &why);
+  ASSERT_NE(running, nullptr);
+  auto queued = s.submit(greedy(2, 10, 5), &why);
+  ASSERT_NE(queued, nullptr);
+  EXPECT_EQ(s.submit(greedy(3, 10, 5), &why), nullptr);  // one running, one waiting: full
+  EXPECT_EQ(why, Scheduler::Refusal::queue_full);
+  EXPECT_EQ(collect(*running).ids.size(), 100u);
+  EXPECT_EQ(collect(*queued).ids.size(), 5u);  // admitted once the first left
+  s.stop_accepting();
+  EXPECT_EQ(s.submit(greedy(4, 10, 5), &why), nullptr);
+  EXPECT_EQ(why, Scheduler::Refusal::stopping);
+}
+
+TEST(Scheduler, DeadlineEndsARequest) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(1));
+  GenerationRequest r = greedy(1, 10, 900);
+  r.deadline = Clock::now() + 100ms;
+  auto g = s.submit(r, nullptr);
+  const Result out = collect(*g);
+  EXPECT_EQ(out.reason, FinishReason::timeout);
+  EXPECT_LT(out.ids.size(), 900u);
+}
+
+TEST(Scheduler, LogprobsMatchTheTopList) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(1));
+  GenerationRequest r = greedy(1, 10, 4);
+  r.logprobs = 3;
+  auto g = s.submit(r, nullptr);
+  Delta d;
+  while (!g->wait(d, 50ms)) {
+  }
+  ASSERT_EQ(d.tokens.size(), 4u);
+  for (const GeneratedToken& t : d.tokens) {
+    ASSERT_EQ(t.top.size(), 3u);
+    EXPECT_EQ(t.top[0].id, t.id);  // greedy takes the most probable token
+    EXPECT_EQ(t.top[0].logprob, t.logprob);
+    EXPECT_LE(t.logprob, 0.0f);
+  }
+}
+
+// ---- request checks ----
+
+int status_of(Endpoint e, const std::string& body, std::string* param = nullptr) {
+  try {
+    parse_request(e, body);
+  } catch (const ApiError& err) {
+    if (param) *param = err.param;
+    return err.status;
+  }
+  return 200;
+}
+
+TEST(OpenAiRequest, ValidBodies) {
+  const ApiRequest r = parse_request(Endpoint::chat, R"({"model":"m","messages":[{"role":"system","content":"s"},
+      {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"temperature":0.5,"top_p":0.9,
+      "top_k":40,"min_p":0.1,"max_tokens":7,"seed":-1,"stop":"x","logprobs":true,"top_logprobs":2,"stream":true,
+      "stream_options":{"include_usage":true},"presence_penalty":0.5,"frequency_penalty":-0.5,"n":1,"user":"u"})");
+  EXPECT_EQ(r.model, "m");
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[1].content, "ab");
+  EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
+  EXPECT_EQ(r.sampling.top_k, 40);
+  EXPECT_EQ(r.max_tokens, 7u);
+  EXPECT_TRUE(r.seed_given);
+  EXPECT_EQ(r.sampling.seed, ~uint64_t{0});
+  EXPECT_EQ(r.stop, std::vector<std::string>{"x"});
+  EXPECT_EQ(r.logprobs, 2);
+  EXPECT_TRUE(r.stream && r.include_usage);
+  const ApiRequest c = parse_request(Endpoint::completion, R"({"prompt":[[1,2,3]],"logprobs":0,"max_tokens":null})");
+  EXPECT_EQ(c.prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(c.logprobs, 0);
+  EXPECT_FALSE(c.max_tokens);
+}
+
+TEST(OpenAiRequest, BadBodiesName400AndTheParameter) {
+  std::string param;
+  EXPECT_EQ(status_of(Endpoint::chat, "{", &param), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, "[]"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, "{}", &param), 400);
+  EXPECT_EQ(param, "messages");
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"temperature":"hot"})", &param), 400);
+  EXPECT_EQ(param, "temperature");
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"max_tokens":-1})", &param), 400);
+  EXPECT_EQ(param, "max_tokens");
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1.5})"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"n":2})"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"tool","content":"x"}]})"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":[{"type":"image_url","image_url":{}}]}]})"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})", &param), 400);
+  EXPECT_EQ(param, "tools");
+  EXPECT_EQ(status_of(Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})"), 400);
+  EXPECT_EQ(status_of(Endpoint::chat, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"), 400);  // invalid UTF-8
+  EXPECT_EQ(status_of(Endpoint::completion, R"({"prompt":["a","b"]})", &param), 400);
+  EXPECT_EQ(status_of(Endpoint::completion, R"({"prompt":[-1]})"), 400);
+  EXPECT_EQ(status_of(Endpoint::completion, R"({"prompt":"x","echo":true})"), 400);
+  EXPECT_EQ(status_of(Endpoint::completion, R"({"prompt":"x","logprobs":21})"), 400);
+  EXPECT_EQ(status_of(Endpoint::completion, R"({"prompt":"x","top_p":0})"), 400);
+}
+
+TEST(OpenAiResponse, ErrorShapeAndInvalidUtf8) {
+  const auto j = error_body(ApiError(400, "bad", "max_tokens"));
+  EXPECT_EQ(j["error"]["message"], "bad");
+  EXPECT_EQ(j["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(j["error"]["param"], "max_tokens");
+  EXPECT_TRUE(j["error"]["code"].is_null());
+  EXPECT_NO_THROW(dump(nlohmann::json{{"t", std::string("\xe4\xbd")}}));  // half a character
+}
+
+// ---- metrics and rate limits ----
+
+TEST(Metrics, PrometheusText) {
+  Metrics m;
+  m.record_request("/v1/completions", 200, 0.3);
+  m.record_request("/v1/completions", 200, 7);
+  m.record_request("/health", 200, 0.001);
+  m.record_time_to_first_token(0.2);
+  LiveGauges g;
+  g.kv_blocks_total = 10;
+  g.kv_blocks_used = 3;
+  const std::string text = m.render(g);
+  EXPECT_NE(text.find("autoglm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("autoglm_request_duration_seconds_bucket{endpoint=\"/v1/completions\",le=\"0.5\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("autoglm_request_duration_seconds_bucket{endpoint=\"/v1/completions\",le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("autoglm_request_duration_seconds_count{endpoint=\"/v1/completions\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("autoglm_time_to_first_token_seconds_count 1\n"), std::string::npos);
+  EXPECT_NE(text.find("autoglm_kv_cache_blocks_used 3\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE autoglm_queue_depth gauge\n"), std::string::npos);
+}
+
+TEST(RateLimiter, TokenBucketPerClient) {
+  RateLimiter limiter(2, std::chrono::minutes(1));
+  const auto t0 = RateLimiter::Clock::now();
+  EXPECT_EQ(limiter.acquire("a", t0), 0.0);
+  EXPECT_EQ(limiter.acquire("a", t0), 0.0);
+  const double wait = limiter.acquire("a", t0);
+  EXPECT_NEAR(wait, 30.0, 0.01);                    // one token back every 30 s
+  EXPECT_EQ(limiter.acquire("b", t0), 0.0);         // another client has its own bucket
+  EXPECT_EQ(limiter.acquire("a", t0 + 31s), 0.0);   // refilled
+  EXPECT_GT(limiter.acquire("a", t0 + 31s), 0.0);
+}
+
+}  // namespace
+}  // namespace autoglm::server

@@ -59,9 +59,6 @@ TEST(Cli, UnfinishedSubcommandsSaySoAndExitWith3) {
   EXPECT_EQ(bench.exit_code, 3);
   EXPECT_TRUE(contains(bench.err, "not implemented yet")) << bench.err;
   EXPECT_TRUE(bench.out.empty()) << "no made-up output: " << bench.out;
-  const auto deploy = run_binary("deploy --config " + source_dir() + "/configs/default.yaml");
-  EXPECT_EQ(deploy.exit_code, 3) << deploy.err;
-  EXPECT_TRUE(contains(deploy.err, "not implemented yet")) << deploy.err;
 }
 
 TEST(Cli, ServeValidatesTheWholeConfigFirst) {

@@ -6,13 +6,15 @@ void add_config_flags(CLI::App& cmd, std::vector<ConfigFlag>& flags) {
   for (ConfigFlag& f : flags) f.option = cmd.add_option(f.flag, f.value, f.help + " (overrides " + f.field + ")");
 }
 
-config::Config load_config_with_flags(const std::string& path,                                       const std::vector<ConfigFlag>& flags) {
+config::Config load_config_with_flags(const std::string& path, const std::vector<ConfigFlag>& flags) {
   config::Config cfg = path.empty() ? config::default_config() : config::load_config(path);
   std::vector<config::Problem> problems;
   for (const ConfigFlag& f : flags) {
     if (f.option->count() == 0) continue;
     try {
-      config::apply_override(cfg, f.field, f.value, f.option->get_name());
+      // --model takes a path or an http(s):// URL to download
+      const bool url = f.field == "model.path" && (f.value.starts_with("http://") || f.value.starts_with("https://"));
+      config::apply_override(cfg, url ? "model.url" : f.field, f.value, f.option->get_name());
     } catch (const config::ConfigError& e) {
       problems.insert(problems.end(), e.problems().begin(), e.problems().end());
     }

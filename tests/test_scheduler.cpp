@@ -201,6 +201,68 @@ TEST(Scheduler, LogprobsMatchTheTopList) {
   }
 }
 
+TEST(Scheduler, SharedPromptPrefixIsReusedAndChangesNothing) {
+  TinyModel& m = tiny();
+  Scheduler s(*m.model, *m.tokenizer, options(1, 8));  // 8 blocks of 16 positions
+  const GenerationRequest first = greedy(7, 50, 10);
+  auto g1 = s.submit(first, nullptr);
+  const Result computed = collect(*g1);
+  EXPECT_EQ(g1->cached_tokens(), 0u);
+
+  auto g2 = s.submit(first, nullptr);
+  const Result reused = collect(*g2);
+  EXPECT_EQ(g2->cached_tokens(), 48u);  // 3 whole blocks; the last prompt token is always computed
+  EXPECT_EQ(reused.ids, computed.ids);
+
+  GenerationRequest branch = greedy(7, 50, 10);
+  branch.prompt[20] += 1;  // same first block, then different
+  auto g3 = s.submit(branch, nullptr);
+  collect(*g3);
+  EXPECT_EQ(g3->cached_tokens(), 16u);
+
+  // a request that needs every block evicts the cached ones; the first prompt is then computed again
+  auto big = s.submit(greedy(8, 100, 28), nullptr);
+  EXPECT_EQ(collect(*big).ids.size(), 28u);
+  auto g4 = s.submit(first, nullptr);
+  EXPECT_EQ(collect(*g4).ids, computed.ids);
+  EXPECT_EQ(g4->cached_tokens(), 0u);
+  EXPECT_EQ(s.stats().cached_prompt_tokens, 64u);
+  EXPECT_EQ(s.stats().kv_blocks_used, 0u);
+}
+
+TEST(KvCache, PrefixBlocksAreMatchedByTokensAndParent) {
+  TinyModel& m = tiny();
+  engine::KvCache cache(m.model->config, 6, 4);
+  const std::vector<int32_t> a{1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  engine::KvCache::Sequence s1;
+  ASSERT_TRUE(cache.reserve(s1, a.size()));
+  s1.length = a.size();  // as if a step had written them
+  cache.publish_prefix(s1, a);
+  cache.release(s1);
+  EXPECT_EQ(cache.free_blocks(), 6u);  // cached blocks still count as available
+
+  engine::KvCache::Sequence s2;
+  EXPECT_EQ(cache.share_prefix(s2, a), 8u);
+  EXPECT_EQ(cache.free_blocks(), 4u);
+  cache.release(s2);
+  // same second block after a different first block: no match
+  std::vector<int32_t> b = a;
+  b[0] = 99;
+  engine::KvCache::Sequence s3;
+  EXPECT_EQ(cache.share_prefix(s3, b), 0u);
+  // exactly two blocks of tokens: the last token is left to compute, so one block is shared
+  engine::KvCache::Sequence s4;
+  EXPECT_EQ(cache.share_prefix(s4, std::span(a).first(8)), 4u);
+  cache.release(s4);
+  // taking every block evicts the cached ones; their prefix is gone afterwards
+  engine::KvCache::Sequence all;
+  ASSERT_TRUE(cache.reserve(all, 24));
+  EXPECT_EQ(cache.free_blocks(), 0u);
+  cache.release(all);
+  engine::KvCache::Sequence s5;
+  EXPECT_EQ(cache.share_prefix(s5, a), 0u);
+}
+
 // ---- request checks ----
 
 int status_of(Endpoint e, const std::string& body, std::string* param = nullptr) {

@@ -3,6 +3,9 @@
 // different positions, driven by the model's ArchConfig (one decoder for every family).
 #include <cstdint>
 #include <functional>
+#include <list>
+#include <optional>
+#include <unordered_map>
 #include <span>
 #include <vector>
 
@@ -13,6 +16,12 @@ namespace autoglm::engine {
 
 // Fixed-size blocks of KV slots, handed to sequences from one shared pool. Rows are stored as F16
 // (default) or Q8_0 (half the memory; needs head_dim a multiple of 32).
+//
+// Prefix sharing: a full block whose positions hold the K/V of a known token prefix can be
+// published; when its sequences end it stays cached (evicted least recently used first, only when
+// a block is needed), and a later sequence whose tokens start the same way takes it over instead of
+// computing it again. K/V of a position depend only on the tokens up to it, so this never changes
+// results. A block is matched by its tokens and its parent block, never by a hash alone.
 class KvCache {
  public:
   // One sequence's view of the cache: its blocks, in position order, and how many positions it holds.
@@ -26,23 +35,48 @@ class KvCache {
   // Makes room for `length` positions; false (and nothing allocated) when the pool is too small.
   bool reserve(Sequence& seq, size_t length);
   void release(Sequence& seq);
-  size_t free_blocks() const { return free_.size(); }
+  // Blocks a reserve() can still get: unused ones plus cached prefix blocks no sequence holds.
+  size_t free_blocks() const { return free_.size() + lru_.size(); }
   size_t total_blocks() const { return n_blocks_; }
   size_t block_size() const { return block_size_; }
   kernels::DType type() const { return type_; }
   size_t head_bytes() const { return head_bytes_; }  // one KV head's part of a row
+
+  // For an empty `seq`: attaches the cached blocks that hold the longest prefix of `tokens` (whole
+  // blocks, always leaving at least the last token to compute) and sets seq.length to the positions
+  // they cover, which it returns.
+  size_t share_prefix(Sequence& seq, std::span<const int32_t> tokens);
+  // Publishes the full blocks of `seq` that hold tokens[0, n) (n <= seq.length) for later sharing.
+  void publish_prefix(const Sequence& seq, std::span<const int32_t> tokens);
 
   // The K or V row (n_kv_heads * head_dim values, head after head) of `layer` at position `pos`.
   uint8_t* k_row(const Sequence& seq, size_t layer, size_t pos) { return row(k_, seq, layer, pos); }
   uint8_t* v_row(const Sequence& seq, size_t layer, size_t pos) { return row(v_, seq, layer, pos); }
 
  private:
+  // A published block: its tokens and its parent (the block before it, as it was then).
+  struct Published {
+    bool valid = false;
+    uint32_t parent = kNoParent;
+    uint32_t parent_generation = 0;
+    std::vector<int32_t> tokens;
+  };
+  static constexpr uint32_t kNoParent = UINT32_MAX;
   uint8_t* row(std::vector<uint8_t>& store, const Sequence& seq, size_t layer, size_t pos);
+  uint32_t take_block();
+  uint64_t key(uint32_t parent, std::span<const int32_t> tokens) const;
+  std::optional<uint32_t> find_published(uint32_t parent, std::span<const int32_t> tokens) const;
 
   kernels::DType type_;
   size_t n_blocks_, block_size_, row_elems_, row_bytes_, head_bytes_;
   std::vector<uint8_t> k_, v_;   // [layer][block][slot][row_bytes]
   std::vector<uint32_t> free_;
+  std::vector<uint32_t> refs_;          // sequences holding each block
+  std::vector<uint32_t> generation_;    // bumped when a published block is evicted and reused
+  std::vector<Published> published_;
+  std::unordered_multimap<uint64_t, uint32_t> index_;  // key(parent, tokens) -> block
+  std::list<uint32_t> lru_;             // published blocks no sequence holds, oldest first
+  std::vector<std::list<uint32_t>::iterator> lru_pos_;
 };
 
 struct EngineOptions {

@@ -223,6 +223,7 @@ LiveGauges Server::Impl::live() const {
     g.kv_blocks_total = s.kv_blocks_total;
     g.prompt_tokens = s.prompt_tokens;
     g.generated_tokens = s.generated_tokens;
+    g.cached_prompt_tokens = s.cached_prompt_tokens;
     g.generation_tokens_per_second = s.generation_tokens_per_second;
   }
   return g;
@@ -434,7 +435,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
       if (finished) {
         t_request.completion_tokens = st->gen->completion_tokens();  // the logger runs on this thread next
         if (const auto ttft = st->gen->time_to_first_token()) st->metrics->record_time_to_first_token(*ttft);
-        if (st->include_usage) out += sse(usage_chunk(st->meta, chat, {st->gen->prompt_tokens(), st->gen->completion_tokens()}));
+        if (st->include_usage) out += sse(usage_chunk(st->meta, chat, {st->gen->prompt_tokens(), st->gen->completion_tokens(), st->gen->cached_tokens()}));
         out += "data: [DONE]\n\n";
       }
       if (!out.empty() && !sink.write(out.data(), out.size())) {
@@ -460,7 +461,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
   }
   if (const auto ttft = gen->time_to_first_token()) metrics.record_time_to_first_token(*ttft);
   const FinishReason reason = api_reason(gen->finish_reason());
-  const Usage usage{gen->prompt_tokens(), gen->completion_tokens()};
+  const Usage usage{gen->prompt_tokens(), gen->completion_tokens(), gen->cached_tokens()};
   t_request.completion_tokens = usage.completion_tokens;
   if (reason == FinishReason::error)
     return send_error(res, ApiError(500, "generation failed: " + gen->error(), "", "generation_failed", "server_error"));

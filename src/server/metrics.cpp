@@ -81,7 +81,9 @@ std::string Metrics::render(const LiveGauges& live) const {
   for (const auto& [reason, n] : rejections_)
     out += fmt::format("autoglm_rejected_requests_total{{reason=\"{}\"}} {}\n", reason, n);
 
-  counter(out, "autoglm_prompt_tokens_total", "Prompt tokens processed.", static_cast<double>(live.prompt_tokens));
+  counter(out, "autoglm_prompt_tokens_total", "Prompt tokens computed (cached ones excluded).", static_cast<double>(live.prompt_tokens));
+  counter(out, "autoglm_prompt_tokens_cached_total", "Prompt tokens whose KV came from the prefix cache.",
+          static_cast<double>(live.cached_prompt_tokens));
   counter(out, "autoglm_generation_tokens_total", "Tokens generated.", static_cast<double>(live.generated_tokens));
   gauge(out, "autoglm_generation_tokens_per_second", "Tokens generated per second over the last 10 seconds.",
         live.generation_tokens_per_second);

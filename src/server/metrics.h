@@ -31,7 +31,7 @@ struct LiveGauges {
   double uptime_seconds = 0;
   size_t waiting = 0, running = 0;
   size_t kv_blocks_used = 0, kv_blocks_total = 0;
-  uint64_t prompt_tokens = 0, generated_tokens = 0;
+  uint64_t prompt_tokens = 0, generated_tokens = 0, cached_prompt_tokens = 0;
   double generation_tokens_per_second = 0;
 };
 

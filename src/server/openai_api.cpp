@@ -255,7 +255,8 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& body_text) {
 json usage_json(const Usage& u) {
   return json{{"prompt_tokens", u.prompt_tokens},
               {"completion_tokens", u.completion_tokens},
-              {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+              {"total_tokens", u.prompt_tokens + u.completion_tokens},
+              {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json chat_response(const ResponseMeta& m, const Delta& out, FinishReason reason, const Usage& usage, bool logprobs,

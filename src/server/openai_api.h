@@ -60,6 +60,7 @@ using TokenText = std::function<std::string(int32_t)>;  // a token's text for lo
 
 struct Usage {
   size_t prompt_tokens = 0, completion_tokens = 0;
+  size_t cached_tokens = 0;  // of the prompt, from the prefix cache
 };
 nlohmann::json usage_json(const Usage& u);
 

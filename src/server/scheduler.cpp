@@ -152,6 +152,7 @@ SchedulerStats Scheduler::stats() const {
   s.kv_blocks_total = options_.kv_blocks;
   s.prompt_tokens = prompt_total_;
   s.generated_tokens = generated_total_;
+  s.cached_prompt_tokens = cached_total_;
   const auto horizon = Clock::now() - std::chrono::seconds(10);
   size_t tokens = 0;
   for (const auto& [when, n] : recent_)
@@ -219,7 +220,15 @@ void Scheduler::admit_waiting() {
   }
   while (!waiting_.empty() && running_.size() < options_.max_sequences) {
     Active& a = *waiting_.front();
-    if (!cache_.reserve(a.seq, a.req.prompt.size() + a.req.max_tokens)) break;  // FIFO: wait for room
+    // the cached K/V of a prompt prefix another request computed (e.g. the same system prompt)
+    const size_t shared = cache_.share_prefix(a.seq, a.req.prompt);
+    if (!cache_.reserve(a.seq, a.req.prompt.size() + a.req.max_tokens)) {  // FIFO: wait for room
+      cache_.release(a.seq);
+      break;
+    }
+    a.prefilled = shared;
+    a.gen->cached_tokens_ = shared;
+    cached_total_ += shared;
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
@@ -290,6 +299,7 @@ void Scheduler::run_step() {
     if (!a.decoding()) {
       a.prefilled += items_[i].tokens.size();
       prompt_tokens += items_[i].tokens.size();
+      cache_.publish_prefix(a.seq, std::span(a.req.prompt).first(a.prefilled));
       if (!a.decoding()) continue;  // more prompt to go
     }
     accept_token(a, std::span(logits_).subspan(i * vocab_size_, vocab_size_));

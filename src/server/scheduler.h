@@ -62,6 +62,7 @@ class Generation {
   FinishReason finish_reason() const;
   std::string error() const;            // what went wrong, for FinishReason::error
   size_t prompt_tokens() const { return prompt_tokens_; }
+  size_t cached_tokens() const { return cached_tokens_; }  // prompt positions taken from the prefix cache
   size_t completion_tokens() const;
   std::optional<double> time_to_first_token() const;  // seconds from submit to the first token
 
@@ -77,6 +78,7 @@ class Generation {
   FinishReason reason_ = FinishReason::none;
   std::string error_;
   size_t prompt_tokens_ = 0;
+  std::atomic<size_t> cached_tokens_{0};
   size_t completion_tokens_ = 0;
   Clock::time_point submitted_ = Clock::now();
   std::optional<Clock::time_point> first_token_;
@@ -97,7 +99,8 @@ struct SchedulerOptions {
 struct SchedulerStats {
   size_t waiting = 0, running = 0;
   size_t kv_blocks_used = 0, kv_blocks_total = 0;
-  uint64_t prompt_tokens = 0, generated_tokens = 0;  // since start
+  uint64_t prompt_tokens = 0, generated_tokens = 0;  // since start (prompt: computed, not cached)
+  uint64_t cached_prompt_tokens = 0;                 // prompt positions reused from the prefix cache
   double generation_tokens_per_second = 0;           // over the last 10 seconds
 };
 
@@ -143,7 +146,7 @@ class Scheduler {
   std::atomic<bool> cancel_all_{false};
   // stats, guarded by mu_
   size_t running_count_ = 0, kv_used_ = 0;
-  uint64_t prompt_total_ = 0, generated_total_ = 0;
+  uint64_t prompt_total_ = 0, generated_total_ = 0, cached_total_ = 0;
   std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
 
   struct Finished {

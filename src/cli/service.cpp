@@ -148,7 +148,8 @@ struct KvPlan {
 
 // KV cache blocks from the budget (bytes, or a share of the memory left once the weights are in),
 // never more than max_batch_size full contexts; the context shrinks when the budget cannot hold one.
-KvPlan plan_kv_cache(const config::Config& cfg, const model::Model& m, size_t block_size) {
+KvPlan plan_kv_cache(const config::Config& cfg, const hardware::HardwareReport& hw, const model::Model& m,
+                     size_t block_size) {
   const model::ArchConfig& c = m.config;
   const double elem = cfg.runtime.kv_cache_type == config::KvCacheType::kQ8_0 ? 34.0 / 32.0 : 2.0;
   const double per_token = 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * elem;
@@ -156,7 +157,6 @@ KvPlan plan_kv_cache(const config::Config& cfg, const model::Model& m, size_t bl
   if (context == 0) context = 4096;
   uint64_t budget = cfg.runtime.kv_cache_budget.bytes;
   if (budget == 0) {
-    const hardware::HardwareReport hw = hardware::probe({});
     const uint64_t available = hw.memory.available_bytes.value_or(4ull << 30);
     const uint64_t weights = static_cast<uint64_t>(fs::is_directory(m.path) ? 0 : fs::file_size(m.path));
     budget = static_cast<uint64_t>(static_cast<double>(available > weights ? available - weights : 0) *
@@ -203,8 +203,10 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::vector<std::string> keys = config::resolve_api_keys(cfg.service);
+  hardware::ProbeOptions probe;
+  probe.disk_path.reset();
+  const hardware::HardwareReport hw = hardware::probe(probe);
   if (cfg.runtime.backend == config::Backend::kCuda || how.gpu_flag) {
-    const hardware::HardwareReport hw = hardware::probe({});
     if (!has_usable_gpu(hw))
       throw Error(kExitCheckFailed, "--gpu / runtime.backend cuda: no usable NVIDIA GPU (none found, or its driver is not "
                                     "loaded); `autoglm-deploy check-hardware` says why. Drop --gpu to serve from the CPU.");
@@ -234,12 +236,13 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   served.tokenizer = &tokenizer;
   served.name = cfg.service.name;
   served.chat_format = choose_chat_format(chat_override, *model, tokenizer);
-  const KvPlan kv = plan_kv_cache(cfg, *model, served.kv_block_size);
+  const KvPlan kv = plan_kv_cache(cfg, hw, *model, served.kv_block_size);
   served.context_length = kv.context;
   served.kv_blocks = kv.blocks;
   served.max_sequences = static_cast<size_t>(cfg.runtime.max_batch_size);
   served.kv_type = cfg.runtime.kv_cache_type == config::KvCacheType::kQ8_0 ? kernels::DType::q8_0 : kernels::DType::f16;
-  served.threads = cfg.runtime.threads;
+  // 0: one thread per physical core (hyper-threads share the core's load units and do not help)
+  served.threads = cfg.runtime.threads ? cfg.runtime.threads : hw.cpu.physical_cores.value_or(0);
   http.attach(served);
 
   std::printf("\nautoglm-deploy: serving model '%s' at %s/v1\n", served.name.c_str(), base.c_str());

@@ -488,6 +488,12 @@ int Server::start() {
   Impl& s = *impl_;
   s.install_routes();
   s.http.set_payload_max_length(s.opt.service.max_request_body);
+  // httplib's default adds SO_REUSEPORT, which lets a second server bind the same port and share
+  // its connections; SO_REUSEADDR alone still allows a quick restart after TIME_WAIT.
+  s.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   s.http.set_keep_alive_timeout(5);
   // One handler thread per connection that may be generating or waiting, plus a few for health
   // checks and metrics scrapes.

@@ -768,11 +768,11 @@ TEST_F(ServeApi, MetricsInPrometheusFormat) {
        {"autoglm_request_duration_seconds_bucket{", "autoglm_request_duration_seconds_sum", "autoglm_request_duration_seconds_count",
         "# TYPE autoglm_request_duration_seconds histogram", "autoglm_time_to_first_token_seconds_bucket",
         "# TYPE autoglm_time_to_first_token_seconds histogram", "autoglm_prompt_tokens_total", "autoglm_generation_tokens_total",
-        "autoglm_queue_depth", "autoglm_running_sequences", "autoglm_kv_cache_blocks_total", "autoglm_kv_cache_blocks_used"})
+        "autoglm_queue_depth", "autoglm_running_sequences", "autoglm_kv_cache_blocks_capacity", "autoglm_kv_cache_blocks_used"})
     EXPECT_TRUE(contains(m, name)) << name << " missing:\n" << m;
   EXPECT_GT(metric(m, "autoglm_prompt_tokens_total").value_or(0), 0) << m;
   EXPECT_GE(metric(m, "autoglm_generation_tokens_total").value_or(0), 3) << m;
-  EXPECT_GT(metric(m, "autoglm_kv_cache_blocks_total").value_or(0), 0) << m;
+  EXPECT_GT(metric(m, "autoglm_kv_cache_blocks_capacity").value_or(0), 0) << m;
   EXPECT_GE(metric(m, "autoglm_time_to_first_token_seconds_count").value_or(0), 1) << m;
 }
 

@@ -90,7 +90,7 @@ std::string Metrics::render(const LiveGauges& live) const {
   gauge(out, "autoglm_queue_depth", "Requests waiting for a batch slot.", static_cast<double>(live.waiting));
   gauge(out, "autoglm_running_sequences", "Sequences in the running batch.", static_cast<double>(live.running));
   gauge(out, "autoglm_kv_cache_blocks_used", "KV cache blocks held by sequences.", static_cast<double>(live.kv_blocks_used));
-  gauge(out, "autoglm_kv_cache_blocks_total", "KV cache blocks in the pool.", static_cast<double>(live.kv_blocks_total));
+  gauge(out, "autoglm_kv_cache_blocks_capacity", "KV cache blocks in the pool.", static_cast<double>(live.kv_blocks_total));
   gauge(out, "autoglm_model_ready", "1 once the model is loaded and requests are served.", live.ready ? 1 : 0);
   gauge(out, "autoglm_uptime_seconds", "Seconds since the server started.", live.uptime_seconds);
   return out;

@@ -114,6 +114,22 @@ TEST_F(Deploy, DownloadsAModelUrlOnceAndServesIt) {
   listener.join();
 }
 
+TEST_F(Deploy, ChecksTheConfigsSha256BeforeLoading) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path model = autoglm::test::fixtures_dir() / "models" / "tiny-glm4-Q8_0.gguf";
+  auto config = [&](const std::string& sha) {
+    const fs::path path = tmp_ / "service.yaml";
+    autoglm::test::write_file(path, "service:\n  port: " + std::to_string(autoglm::test::free_port()) +
+                                        "\nmodel:\n  path: " + model.string() + "\n  sha256: " + sha + "\n");
+    return path.string();
+  };
+  const auto wrong = autoglm::test::run_binary("deploy --config " + config(std::string(64, '0')));
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.err;
+  EXPECT_TRUE(contains(wrong.err, "do not match")) << wrong.err;
+  EXPECT_TRUE(contains(wrong.err, autoglm::test::sha256_of(model.string()))) << "the actual hash is shown: " << wrong.err;
+  EXPECT_FALSE(contains(wrong.out, "curl")) << "nothing is served";
+}
+
 TEST_F(Deploy, MissingModelAndGpuWithoutBackendAreClearErrors) {
   const auto missing = autoglm::test::run_binary("deploy --model " + (tmp_ / "nope.gguf").string() + " --port " +
                                                  std::to_string(autoglm::test::free_port()));

@@ -2,12 +2,13 @@
 // shape): prompt processing (pp512) and generation (tg128) in tokens/s, and the weight-read
 // bandwidth generation achieves against what this machine can stream at all, measured here.
 // Then where a decode step goes: the matvecs over every weight alone against the whole step.
+// pp512 / tg128, the weight bytes per token and the read bandwidth come from the benchmark module
+// (what `autoglm-deploy bench` runs); the breakdown is this program's own.
 //
 //   AUTOGLM_BENCH_DIR   where the models are written once and reused (default /tmp/autoglm-bench)
 //   AUTOGLM_BENCH_TYPES comma list of q8_0,q4_0,q4_k_m (default all three)
 //   AUTOGLM_BENCH_REPS  repetitions of pp512 and tg128 (default 3)
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -21,15 +22,11 @@
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
+#include "autoglm/benchmark.h"
 #include "autoglm/engine.h"
 #include "autoglm/kernels.h"
 #include "autoglm/model.h"
 #include "autoglm/random_model.h"
-#include "memory_read.h"
 
 namespace {
 
@@ -37,6 +34,7 @@ namespace fs = std::filesystem;
 namespace k = autoglm::kernels;
 namespace m = autoglm::model;
 namespace e = autoglm::engine;
+namespace b = autoglm::benchmark;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kPrompt = 512, kGen = 128, kShortPrompt = 16, kBlock = 16;
@@ -46,60 +44,10 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 struct Stats {
   double mean = 0, sd = 0;
 };
-Stats stats(const std::vector<double>& v) {
-  Stats s;
-  for (double x : v) s.mean += x;
-  s.mean /= static_cast<double>(v.size());
-  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
-  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0;
-  return s;
-}
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? v : fallback;
-}
-
-// ---- memory read bandwidth: the sum bench_kernels uses (memory_read.h), best of 5 over 1 GiB ----
-
-using autoglm::bench::sum_words;
-
-#if defined(__x86_64__)
-// The same sum with 512-bit loads: the -march=x86-64 build vectorizes sum_words to 128 bits only,
-// which may not keep up with memory (the weight matvecs read faster than it does).
-__attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* p, size_t n) {
-  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm512_add_epi64(s0, _mm512_loadu_si512(p + i));
-    s1 = _mm512_add_epi64(s1, _mm512_loadu_si512(p + i + 8));
-    s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(p + i + 16));
-    s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(p + i + 24));
-  }
-  alignas(64) uint64_t lanes[8];  // not _mm512_reduce_add_epi64: GCC 12 warns inside it (-Wuninitialized)
-  _mm512_store_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
-  uint64_t s = 0;
-  for (uint64_t v : lanes) s += v;
-  for (; i < n; ++i) s += p[i];
-  return s;
-}
-#endif
-
-// Best of 5 streaming reads of 1 GiB with every thread of `pool`.
-template <class Sum>
-double memory_read_gbs(k::ThreadPool& pool, const std::vector<uint64_t>& buffer, Sum&& sum) {
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    std::atomic<uint64_t> total{0};
-    const auto t0 = Clock::now();
-    pool.run(buffer.size(), size_t{1} << 17, [&](size_t begin, size_t end) {
-      total.fetch_add(sum(buffer.data() + begin, end - begin), std::memory_order_relaxed);
-    });
-    const double s = seconds_since(t0);
-    if (total.load() == 1) std::printf(" ");  // keeps the sum alive
-    best = std::max(best, static_cast<double>(buffer.size() * 8) / s / 1e9);
-  }
-  return best;
 }
 
 // ---- the model ----
@@ -126,23 +74,6 @@ fs::path ensure_model(const fs::path& dir, const ModelKind& kind) {
     std::printf("  %.1f s\n", seconds_since(t0));
   }
   return path;
-}
-
-// Every weight matrix of the model, in step order (token_embd excluded: one row per token is read).
-std::vector<const m::Matrix*> weight_matrices(const m::Model& model) {
-  std::vector<const m::Matrix*> out;
-  for (const m::Layer& l : model.layers) {
-    for (const m::Matrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
-      if (w->data && w->rows && !(model.config.fused_gate_up && w == &l.w_gate)) out.push_back(w);
-  }
-  out.push_back(&model.output);
-  return out;
-}
-
-size_t bytes_per_token(const m::Model& model) {
-  size_t bytes = model.token_embd.row_bytes();
-  for (const m::Matrix* w : weight_matrices(model)) bytes += w->rows * w->row_bytes();
-  return bytes;
 }
 
 std::vector<int32_t> random_tokens(std::mt19937& rng, size_t n, uint32_t vocab) {
@@ -199,17 +130,14 @@ int main() {
   const int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   fs::create_directories(dir);
 
-  double mem_plain = 0, mem_avx512 = 0;
+  double mem_plain = 0, mem_avx512 = 0, mem_gbs = 0;
   {
     k::ThreadPool pool(threads);
-    std::vector<uint64_t> buffer(size_t{1} << 27);                // 1 GiB
-    for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = i;       // touch every page before timing
-    mem_plain = memory_read_gbs(pool, buffer, sum_words);
-#if defined(__x86_64__)
-    if (k::detected_isa() == k::Isa::avx512) mem_avx512 = memory_read_gbs(pool, buffer, sum_words_avx512);
-#endif
+    const b::MemoryBandwidth mem = b::measure_memory_read(pool);  // 1 GiB, best of 5
+    mem_plain = mem.plain_gbps;
+    mem_avx512 = mem.wide_gbps;
+    mem_gbs = mem.gbps;
   }
-  const double mem_gbs = std::max(mem_plain, mem_avx512);
   std::printf("memory read bandwidth (1 GiB, %d threads, best of 5): %.2f GB/s (bench_kernels loop), %.2f GB/s "
               "(512-bit loads)\n", threads, mem_plain, mem_avx512);
   std::fflush(stdout);
@@ -228,39 +156,25 @@ int main() {
     Row row;
     row.label = kind.label;
     row.size_gb = static_cast<double>(fs::file_size(path)) / 1e9;
-    const size_t bpt = bytes_per_token(*model);
+    const size_t bpt = b::weight_bytes_per_step(*model, 1);
     std::printf("%s: %s, %.3f GB, %.3f GB of weights read per decoded token\n", kind.label, path.c_str(),
                 row.size_gb, static_cast<double>(bpt) / 1e9);
     std::fflush(stdout);
 
-    // pp512: one step over 512 tokens on a fresh sequence; the first run warms (pages, buffers)
-    const std::vector<int32_t> prompt = random_tokens(rng, kPrompt, c.vocab_size);
-    std::vector<double> pp;
-    for (int rep = -1; rep < reps; ++rep) {
-      e::KvCache::Sequence seq;
-      const auto t0 = Clock::now();
-      step(engine, cache, seq, prompt, logits);
-      const double s = seconds_since(t0);
-      cache.release(seq);
-      if (rep >= 0) pp.push_back(static_cast<double>(kPrompt) / s);
-    }
-    row.pp = stats(pp);
-
-    // tg128: a short prompt, then 128 steps of one token each
-    std::vector<double> tg;
-    const std::vector<int32_t> gen = random_tokens(rng, kShortPrompt + kGen, c.vocab_size);
-    for (int rep = -1; rep < reps; ++rep) {
-      e::KvCache::Sequence seq;
-      step(engine, cache, seq, std::span<const int32_t>(gen).first(kShortPrompt), logits);
-      const auto t0 = Clock::now();
-      for (size_t i = 0; i < (rep < 0 ? 8 : kGen); ++i)
-        step(engine, cache, seq, std::span<const int32_t>(gen).subspan(kShortPrompt + i, 1), logits);
-      const double s = seconds_since(t0);
-      cache.release(seq);
-      if (rep >= 0) tg.push_back(static_cast<double>(kGen) / s);
-    }
-    row.tg = stats(tg);
-    row.gbs = static_cast<double>(bpt) * row.tg.mean / 1e9;
+    // pp512 (one step over 512 tokens) and tg128 (a 16-token prompt, then 128 steps of one token),
+    // each after a warm-up run, as `bench -b 1` measures them
+    b::LocalOptions options;
+    options.prompt_tokens = kPrompt;
+    options.gen_tokens = kGen;
+    options.repetitions = reps;
+    options.threads = threads;
+    options.memory_bytes = 0;  // measured once above
+    const b::LocalReport local = b::run_local(*model, kind.label, options);
+    const b::Measurement& pp = local.measurements.at(0);
+    const b::Measurement& tg = local.measurements.at(1);
+    row.pp = {pp.tokens_per_second, pp.stddev};
+    row.tg = {tg.tokens_per_second, tg.stddev};
+    row.gbs = tg.gbps.value_or(0);
     rows.push_back(row);
     std::printf("  pp512 %.1f +- %.1f t/s, tg128 %.2f +- %.2f t/s, %.2f GB/s\n", row.pp.mean, row.pp.sd,
                 row.tg.mean, row.tg.sd, row.gbs);
@@ -269,7 +183,9 @@ int main() {
     // where a decode step goes: the weight matvecs alone, against whole steps at two context lengths
     Breakdown b;
     b.label = kind.label;
-    const std::vector<const m::Matrix*> mats = weight_matrices(*model);
+    const std::vector<const m::Matrix*> mats = b::weight_matrices(*model);
+    const std::vector<int32_t> prompt = random_tokens(rng, kPrompt, c.vocab_size);
+    const std::vector<int32_t> gen = random_tokens(rng, kShortPrompt + kGen, c.vocab_size);
     size_t max_rows = 0, max_cols = 0, weight_bytes = 0;
     for (const m::Matrix* w : mats) {
       max_rows = std::max(max_rows, w->rows);

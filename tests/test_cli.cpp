@@ -54,13 +54,6 @@ TEST(Cli, UsageErrorsExitWith2) {
   EXPECT_EQ(run_binary("serve").exit_code, 2);                 // --config is required
 }
 
-TEST(Cli, UnfinishedSubcommandsSaySoAndExitWith3) {
-  const auto bench = run_binary("bench --model m.gguf");
-  EXPECT_EQ(bench.exit_code, 3);
-  EXPECT_TRUE(contains(bench.err, "not implemented yet")) << bench.err;
-  EXPECT_TRUE(bench.out.empty()) << "no made-up output: " << bench.out;
-}
-
 TEST(Cli, ServeValidatesTheWholeConfigFirst) {
   TempDir tmp;
   write_file(tmp / "bad.yaml",

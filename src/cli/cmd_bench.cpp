@@ -1,21 +1,127 @@
-// autoglm-deploy bench: local throughput and HTTP load (issue 6).
+// autoglm-deploy bench: the engine's tokens/s on this machine (--model), or a load test of a
+// running server (--url). The measuring is in the benchmark module; this file is the command line.
+#include <cstdio>
+#include <fmt/format.h>
+#include <memory>
+
+#include "autoglm/benchmark.h"
+#include "autoglm/error.h"
 #include "autoglm/exit_codes.h"
+#include "autoglm/progress.h"
+#include "autoglm/quantize.h"
+#include "autoglm/units.h"
 #include "commands.h"
 
 namespace autoglm::cli {
+namespace {
 
-int not_implemented(const char* what, const char* needs);
+struct BenchArgs {
+  std::string model, quantization, url, duration, api_key;
+  benchmark::LocalOptions local;
+  benchmark::HttpOptions http;
+  bool json = false, markdown = false;
+  // flags that belong to one mode, to refuse them in the other
+  std::vector<CLI::Option*> local_only, http_only;
+};
+
+benchmark::Format output_format(const BenchArgs& a) {
+  return a.json ? benchmark::Format::json : a.markdown ? benchmark::Format::markdown : benchmark::Format::table;
+}
+
+// A flag of the other mode is a mistake worth stopping for: it would be silently ignored.
+void refuse_flags(const std::vector<CLI::Option*>& flags, const char* mode) {
+  for (const CLI::Option* o : flags)
+    if (o->count() > 0) throw Error(kExitUsage, fmt::format("{} does not apply with {}", o->get_name(), mode));
+}
+
+model::LoadOptions load_options(const std::string& quantization) {
+  model::LoadOptions load;
+  if (quantization.empty() || quantization == "auto") return load;
+  load.quantize_to = model::parse_quantize_type(quantization);
+  if (!load.quantize_to) throw Error(kExitUsage, fmt::format("--quantization: unknown type '{}'; use q8_0, q4_0 or q4_k", quantization));
+  return load;
+}
+
+int run_local(BenchArgs& a) {
+  refuse_flags(a.http_only, "--model (they are for --url)");
+  a.local.progress = ProgressBar::stderr_is_tty();
+  const auto m = model::Model::load(a.model, load_options(a.quantization));
+  const std::string name = std::filesystem::path(a.model).lexically_normal().filename().string();
+  const benchmark::LocalReport report = benchmark::run_local(*m, name.empty() ? a.model : name, a.local);
+  std::fputs(benchmark::render_local(report, output_format(a)).c_str(), stdout);
+  return kExitOk;
+}
+
+int run_http(BenchArgs& a) {
+  refuse_flags(a.local_only, "--url (they are for --model)");
+  a.http.url = a.url;
+  a.http.api_key = a.api_key;
+  if (!a.duration.empty()) {
+    const auto ms = parse_duration_ms(a.duration);
+    if (!ms || *ms == 0) throw Error(kExitUsage, fmt::format("--duration '{}': give a time with a unit, e.g. 60s or 2m", a.duration));
+    a.http.duration = std::chrono::milliseconds(*ms);
+  }
+  a.http.progress = ProgressBar::stderr_is_tty();
+  const benchmark::HttpReport report = benchmark::run_http_load(a.http);
+  std::fputs(benchmark::render_http(report, output_format(a)).c_str(), stdout);
+  size_t succeeded = 0;
+  for (const benchmark::LoadLevel& l : report.levels) succeeded += l.succeeded;
+  if (succeeded == 0) {
+    fmt::print(stderr, "error: no request succeeded; see the errors above (and the server's log)\n");
+    return kExitCheckFailed;
+  }
+  return kExitOk;
+}
+
+int run_bench(BenchArgs& a) {
+  if (a.model.empty() == a.url.empty())
+    throw Error(kExitUsage, "give exactly one of --model FILE (local throughput) or --url http://HOST:PORT (HTTP load)");
+  return a.model.empty() ? run_http(a) : run_local(a);
+}
+
+void add_local_flags(CLI::App* cmd, BenchArgs& a) {
+  a.local_only = {
+      cmd->add_option("--quantization", a.quantization, "for HF weights: quantize at load to q8_0, q4_0, q4_k"),
+      cmd->add_option("-p,--n-prompt", a.local.prompt_tokens, "prompt tokens per sequence: the pp<N> test (default 512)"),
+      cmd->add_option("-n,--n-gen", a.local.gen_tokens, "tokens generated per sequence: the tg<N> test (default 128)"),
+      cmd->add_option("-b,--batch", a.local.batches, "batch sizes, comma-separated (default 1)")->delimiter(','),
+      cmd->add_option("-r,--repetitions", a.local.repetitions, "runs per test after a warm-up (default 5)"),
+      cmd->add_option("-t,--threads", a.local.threads, "CPU threads (default: all)"),
+  };
+}
+
+void add_http_flags(CLI::App* cmd, BenchArgs& a) {
+  a.http_only = {
+      cmd->add_option("--concurrency,-c", a.http.concurrency, "requests in flight, comma-separated: one run each (default 1)")
+          ->delimiter(','),
+      cmd->add_option_function<size_t>("--requests", [&a](size_t n) { a.http.requests = n; },
+                                       "requests per run (default: 4 per concurrent slot, at least 8)"),
+      cmd->add_option("--duration", a.duration, "or stop each run after this long, e.g. 60s (requests still running are cut off)"),
+      cmd->add_option("--prompt-tokens", a.http.prompt_tokens, "prompt length in words, about as many tokens (default 128)"),
+      cmd->add_option("--max-tokens", a.http.max_tokens, "max_tokens of each request (default 128)"),
+      cmd->add_option("--api-key", a.api_key, "sent as a Bearer token")->envname("AUTOGLM_API_KEY"),
+  };
+}
+
+}  // namespace
 
 void add_bench_command(CLI::App& app, Runner& run) {
+  auto a = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "Measure tokens/s locally, or load-test a running server");
+  cmd->add_option("--model,-m", a->model, "GGUF file or Hugging Face folder: measure the engine on this machine");
+  cmd->add_option("--url", a->url, "a running server, http://HOST:PORT: load-test it");
+  add_local_flags(cmd, *a);
+  add_http_flags(cmd, *a);
+  CLI::Option* json = cmd->add_flag("--json", a->json, "JSON: one object per measurement (--model) or per concurrency (--url)");
+  cmd->add_flag("--markdown", a->markdown, "a Markdown table, for reports")->excludes(json);
   cmd->footer(
-      "Examples (once the engine lands):\n"
-      "  autoglm-deploy bench --model model.gguf -p 512 -n 128 -b 1,4,8,16\n"
-      "  autoglm-deploy bench --url http://127.0.0.1:8080 --concurrency 1,8,32");
-  cmd->allow_extras();  // whatever is asked, the answer is the same until the engine exists
-  cmd->callback([&run] {
-    run = [] { return not_implemented("bench", "the inference engine (issue 3) and the server (issue 5)"); };
-  });
+      "Examples:\n"
+      "  autoglm-deploy bench --model model.gguf -p 512 -n 128 -b 1,4,8,16 -r 5\n"
+      "  autoglm-deploy bench --model GLM-4-9B-0414/ --quantization q8_0 --markdown\n"
+      "  autoglm-deploy bench --url http://127.0.0.1:8080 --concurrency 1,8,32 --requests 64 --max-tokens 128\n"
+      "  autoglm-deploy bench --url http://127.0.0.1:8080 --concurrency 8 --duration 60s --json\n"
+      "tokens/s are aggregate over the batch (or all concurrent requests); see bench/README.md.");
+  cmd->callback([&run, a] { run = [a] { return run_bench(*a); }; });
 }
 
 }  // namespace autoglm::cli

@@ -1,0 +1,411 @@
+// autoglm::benchmark: the statistics, SSE parsing, the local bench on a tiny random model, the
+// HTTP load generator against an in-process fake server, and `bench --url` against a real `serve`.
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fmt/format.h>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "autoglm/benchmark.h"
+#include "autoglm/error.h"
+#include "autoglm/random_model.h"
+#include "test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace b = autoglm::benchmark;
+using autoglm::test::TempDir;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+// ---- statistics ----
+
+TEST(BenchmarkStats, MeanAndSampleStddev) {
+  const std::vector<double> v{2, 4, 4, 4, 5, 5, 7, 9};
+  EXPECT_DOUBLE_EQ(b::mean(v), 5.0);
+  EXPECT_NEAR(b::stddev(v), std::sqrt(32.0 / 7.0), 1e-12);  // sum of squares 32, n - 1 = 7
+  EXPECT_DOUBLE_EQ(b::stddev(std::vector<double>{3.5}), 0.0);
+  EXPECT_DOUBLE_EQ(b::mean(std::vector<double>{-1, 1}), 0.0);
+}
+
+TEST(BenchmarkStats, PercentilesInterpolateBetweenClosestRanks) {
+  const std::vector<double> even{4, 1, 3, 2};  // unsorted on purpose
+  EXPECT_DOUBLE_EQ(b::percentile(even, 50), 2.5);  // mean of the two middle values
+  EXPECT_DOUBLE_EQ(b::percentile(even, 0), 1.0);
+  EXPECT_DOUBLE_EQ(b::percentile(even, 100), 4.0);
+  std::vector<double> ten;
+  for (int i = 1; i <= 10; ++i) ten.push_back(i);
+  EXPECT_NEAR(b::percentile(ten, 90), 9.1, 1e-12);   // rank 0.9 * 9 = 8.1
+  EXPECT_NEAR(b::percentile(ten, 99), 9.91, 1e-12);  // rank 8.91
+  EXPECT_DOUBLE_EQ(b::percentile(ten, 50), 5.5);
+  EXPECT_DOUBLE_EQ(b::percentile(std::vector<double>{7}, 99), 7.0);
+  EXPECT_DOUBLE_EQ(b::percentile(std::vector<double>{7}, 0), 7.0);
+  const std::vector<double> odd{5, 1, 3};
+  EXPECT_DOUBLE_EQ(b::percentile(odd, 50), 3.0);
+}
+
+TEST(BenchmarkStats, EmptyInputIsAnError) {
+  const std::vector<double> none;
+  EXPECT_THROW(b::mean(none), autoglm::Error);
+  EXPECT_THROW(b::stddev(none), autoglm::Error);
+  EXPECT_THROW(b::percentile(none, 50), autoglm::Error);
+  EXPECT_THROW(b::percentile(std::vector<double>{1}, 101), autoglm::Error);
+  EXPECT_THROW(b::percentile(std::vector<double>{1}, -1), autoglm::Error);
+  EXPECT_FALSE(b::describe(none).has_value());
+  const auto d = b::describe(std::vector<double>{1, 2, 3, 4});
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->count, 4u);
+  EXPECT_DOUBLE_EQ(d->mean, 2.5);
+  EXPECT_DOUBLE_EQ(d->p50, 2.5);
+  EXPECT_NEAR(d->p99, 3.97, 1e-12);
+}
+
+// ---- server-sent events ----
+
+const std::string kStream =
+    ": a comment\r\n"
+    "data: {\"a\":1}\r\n\r\n"
+    "event: message\n"
+    "data: first line\n"
+    "data:second line\n"
+    "\n"
+    "id: 7\n\n"  // no data: no event
+    "data: {\"choices\":[{\"delta\":{\"content\":\"héllo\"}}]}\r\r"
+    "data: [DONE]\n\n";
+const std::vector<std::string> kEvents{"{\"a\":1}", "first line\nsecond line",
+                                       "{\"choices\":[{\"delta\":{\"content\":\"héllo\"}}]}", "[DONE]"};
+
+std::vector<std::string> parse_in_pieces(const std::vector<size_t>& cuts) {
+  b::SseParser parser;
+  std::vector<std::string> events;
+  size_t at = 0;
+  for (size_t cut : cuts) {
+    parser.feed(std::string_view(kStream).substr(at, cut - at), [&](const std::string& d) { events.push_back(d); });
+    at = cut;
+  }
+  parser.feed(std::string_view(kStream).substr(at), [&](const std::string& d) { events.push_back(d); });
+  return events;
+}
+
+TEST(BenchmarkSse, EventsWhateverTheChunking) {
+  EXPECT_EQ(parse_in_pieces({}), kEvents);
+  for (size_t cut = 0; cut <= kStream.size(); ++cut) EXPECT_EQ(parse_in_pieces({cut}), kEvents) << "split at " << cut;
+  std::vector<size_t> every;  // one byte at a time
+  for (size_t i = 1; i < kStream.size(); ++i) every.push_back(i);
+  EXPECT_EQ(parse_in_pieces(every), kEvents);
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<size_t> cuts;
+    for (size_t at = 0;;) {
+      at += std::uniform_int_distribution<size_t>(1, 9)(rng);
+      if (at >= kStream.size()) break;
+      cuts.push_back(at);
+    }
+    EXPECT_EQ(parse_in_pieces(cuts), kEvents) << "trial " << trial;
+  }
+}
+
+TEST(BenchmarkSse, EndpointAndPrompt) {
+  EXPECT_EQ(b::chat_endpoint("http://127.0.0.1:8080"), "http://127.0.0.1:8080/v1/chat/completions");
+  EXPECT_EQ(b::chat_endpoint("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/v1/chat/completions");
+  EXPECT_EQ(b::chat_endpoint("https://h/v1/"), "https://h/v1/chat/completions");
+  EXPECT_EQ(b::chat_endpoint("http://h:1/v1/chat/completions"), "http://h:1/v1/chat/completions");
+  EXPECT_THROW(b::chat_endpoint("127.0.0.1:8080"), autoglm::Error);
+  const std::string p = b::load_prompt(3, 10);
+  EXPECT_EQ(std::count(p.begin(), p.end(), ' '), 9);  // ten words
+  EXPECT_NE(b::load_prompt(4, 10), p);                // each request its own text
+}
+
+// ---- local throughput ----
+
+TEST(BenchmarkLocal, TinyModel) {
+  TempDir tmp;
+  autoglm::model::RandomModelSpec spec;
+  spec.arch = "glm4";
+  spec.weight_type = autoglm::kernels::DType::q8_0;
+  spec.threads = 2;
+  const fs::path path = tmp / "tiny-q8_0.gguf";
+  autoglm::model::write_random_model(spec, path);
+  const auto m = autoglm::model::Model::load(path);
+
+  EXPECT_EQ(b::weight_bytes_per_step(*m, 2) - b::weight_bytes_per_step(*m, 1), m->token_embd.row_bytes());
+  EXPECT_GT(b::model_bytes(*m), b::weight_bytes_per_step(*m, 1));
+
+  b::LocalOptions o;
+  o.prompt_tokens = 16;
+  o.gen_tokens = 8;
+  o.batches = {1, 2};
+  o.repetitions = 2;
+  o.threads = 2;
+  o.memory_bytes = size_t{16} << 20;  // enough to exercise the measurement
+  const b::LocalReport r = b::run_local(*m, "tiny-q8_0.gguf", o);
+  ASSERT_EQ(r.measurements.size(), 4u);
+  const std::vector<std::pair<std::string, size_t>> expected{{"pp16", 1}, {"pp16", 2}, {"tg8", 1}, {"tg8", 2}};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const b::Measurement& x = r.measurements[i];
+    EXPECT_EQ(x.test, expected[i].first);
+    EXPECT_EQ(x.batch, expected[i].second);
+    EXPECT_EQ(x.samples.size(), 2u);
+    EXPECT_GT(x.tokens_per_second, 0);
+    EXPECT_GE(x.stddev, 0);
+    EXPECT_EQ(x.gbps.has_value(), x.test == "tg8");
+    if (x.gbps) {
+      EXPECT_GT(*x.gbps, 0);
+      ASSERT_TRUE(x.bandwidth_share.has_value());
+      EXPECT_GT(*x.bandwidth_share, 0);
+    }
+  }
+  ASSERT_TRUE(r.memory.has_value());
+  EXPECT_GT(r.memory->gbps, 0);
+  EXPECT_EQ(r.threads, 2);
+  EXPECT_EQ(r.type, "Q8_0");
+
+  const json j = json::parse(b::render_local(r, b::Format::json));
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), 4u);
+  for (const json& row : j) {
+    for (const char* key : {"test", "batch", "tokens_per_second", "stddev", "gbps", "model", "type", "backend", "threads"})
+      EXPECT_TRUE(row.contains(key)) << key << " missing in " << row.dump();
+    EXPECT_EQ(row["model"], "tiny-q8_0.gguf");
+    EXPECT_EQ(row["backend"], "cpu");
+    EXPECT_EQ(row["gbps"].is_null(), row["test"] == "pp16");
+  }
+  EXPECT_NE(b::render_local(r, b::Format::table).find("tg8"), std::string::npos);
+  EXPECT_NE(b::render_local(r, b::Format::markdown).find("| tiny-q8_0.gguf |"), std::string::npos);
+
+  o.prompt_tokens = spec.context_length + 1;  // beyond the model's context: a usage error
+  try {
+    b::run_local(*m, "tiny", o);
+    ADD_FAILURE() << "no error for -p beyond the context";
+  } catch (const autoglm::Error& e) {
+    EXPECT_EQ(e.code(), autoglm::kExitUsage);
+  }
+}
+
+// ---- HTTP load against a fake server ----
+
+// Streams `chunks` content deltas `gap` apart for each chat completion (answers 500 to every
+// `fail_every`-th request when set), counting what it receives.
+class FakeServer {
+ public:
+  FakeServer(int chunks, std::chrono::milliseconds gap, int fail_every = 0)
+      : chunks_(chunks), gap_(gap), fail_every_(fail_every) {
+    server_.Get("/v1/models", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"object":"list","data":[{"id":"fake","object":"model"}]})", "application/json");
+    });
+    server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat(req, res); });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+  }
+  ~FakeServer() {
+    server_.stop();
+    thread_.join();
+  }
+  FakeServer(const FakeServer&) = delete;
+  FakeServer& operator=(const FakeServer&) = delete;
+
+  std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
+  int received() const { return received_.load(); }
+  int max_in_flight() const { return max_in_flight_.load(); }
+  std::set<std::string> prompts() const {
+    std::lock_guard lock(mutex_);
+    return prompts_;
+  }
+
+ private:
+  struct Stream {
+    FakeServer* server;
+    int sent = 0;
+  };
+
+  void chat(const httplib::Request& req, httplib::Response& res) {
+    const int n = received_.fetch_add(1);
+    const json body = json::parse(req.body);
+    EXPECT_EQ(body["stream"], true);
+    EXPECT_EQ(body["stream_options"]["include_usage"], true);
+    {
+      std::lock_guard lock(mutex_);
+      prompts_.insert(body["messages"][0]["content"].get<std::string>());
+    }
+    if (fail_every_ > 0 && n % fail_every_ == fail_every_ - 1) {
+      res.status = 500;
+      res.set_content(R"({"error":{"message":"boom","type":"server_error"}})", "application/json");
+      return;
+    }
+    const int now = ++in_flight_;
+    for (int seen = max_in_flight_.load(); now > seen && !max_in_flight_.compare_exchange_weak(seen, now);) {
+    }
+    auto st = std::make_shared<Stream>(Stream{this});
+    res.set_chunked_content_provider("text/event-stream", [st](size_t, httplib::DataSink& sink) {
+      return st->server->next_chunk(*st, sink);
+    }, [this](bool) { --in_flight_; });
+  }
+
+  bool next_chunk(Stream& st, httplib::DataSink& sink) {
+    std::string out;
+    if (st.sent == 0) out = "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n";
+    std::this_thread::sleep_for(gap_);
+    out += "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+    ++st.sent;
+    const bool last = st.sent == chunks_;
+    if (last)
+      out += "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}],\"usage\":null}\n\n"
+             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":" + std::to_string(chunks_) +
+             ",\"total_tokens\":" + std::to_string(12 + chunks_) +
+             ",\"prompt_tokens_details\":{\"cached_tokens\":4}}}\n\n"
+             "data: [DONE]\n\n";
+    if (!sink.write(out.data(), out.size())) return false;  // the client went away
+    if (last) sink.done();
+    return true;
+  }
+
+  int chunks_;
+  std::chrono::milliseconds gap_;
+  int fail_every_;
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::atomic<int> received_{0}, in_flight_{0}, max_in_flight_{0};
+  mutable std::mutex mutex_;
+  std::set<std::string> prompts_;
+};
+
+TEST(BenchmarkHttp, RequestCountIsNeverExceededAndErrorsAreCountedByStatus) {
+  FakeServer server(5, 2ms, /*fail_every=*/3);  // requests 3, 6 (the 3rd and 6th) get a 500
+  b::HttpOptions o;
+  o.url = server.url();
+  o.requests = 7;
+  o.prompt_tokens = 12;
+  o.max_tokens = 5;
+  const b::LoadLevel l = b::run_load_level(o, 3);
+  EXPECT_EQ(server.received(), 7);
+  EXPECT_LE(server.max_in_flight(), 3);
+  EXPECT_EQ(l.launched, 7u);
+  EXPECT_EQ(l.succeeded, 5u);
+  EXPECT_EQ(l.failed, 2u);
+  EXPECT_EQ(l.aborted, 0u);
+  ASSERT_EQ(l.errors.size(), 1u);
+  EXPECT_EQ(l.errors.at("500"), 2u);
+  EXPECT_NEAR(l.success_rate, 5.0 / 7.0, 1e-12);
+  EXPECT_EQ(l.generated_tokens, 25u);  // usage.completion_tokens of the five
+  ASSERT_TRUE(l.latency_s && l.ttft_s && l.itl_s);
+  EXPECT_EQ(l.latency_s->count, 5u);
+  EXPECT_GT(l.ttft_s->p50, 0.0);
+  EXPECT_LE(l.ttft_s->p99, l.latency_s->p99);
+  EXPECT_GT(l.itl_s->mean, 0.0);
+  ASSERT_TRUE(l.prompt_tokens_mean.has_value());
+  EXPECT_DOUBLE_EQ(*l.prompt_tokens_mean, 12.0);
+  ASSERT_TRUE(l.cached_prompt_tokens_mean.has_value());
+  EXPECT_DOUBLE_EQ(*l.cached_prompt_tokens_mean, 4.0);
+  EXPECT_GT(l.tokens_per_second, 0.0);
+  EXPECT_GT(l.stream_tokens_per_second, 0.0);
+}
+
+TEST(BenchmarkHttp, DurationModeStopsInTime) {
+  FakeServer server(100, 20ms);  // 2 s per request: every request is still running at the deadline
+  b::HttpOptions o;
+  o.url = server.url();
+  o.duration = 300ms;
+  const auto t0 = Clock::now();
+  const b::LoadLevel l = b::run_load_level(o, 2);
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  EXPECT_LT(took, 0.8);
+  EXPECT_LT(l.wall_s, 0.45);
+  EXPECT_GE(l.wall_s, 0.3);
+  EXPECT_EQ(l.launched, 2u);
+  EXPECT_EQ(l.aborted, 2u);
+  EXPECT_EQ(l.succeeded + l.failed, 0u);
+  EXPECT_EQ(server.received(), 2);
+}
+
+TEST(BenchmarkHttp, ReportAtSeveralConcurrencies) {
+  FakeServer server(3, 1ms);
+  b::HttpOptions o;
+  o.url = server.url() + "/v1";
+  o.concurrency = {1, 4};
+  o.requests = 4;
+  const b::HttpReport r = b::run_http_load(o);
+  EXPECT_EQ(r.model, "fake");
+  EXPECT_EQ(server.received(), 8);
+  EXPECT_EQ(server.prompts().size(), 8u);  // no prompt repeats, not even across runs (prefix caches)
+  ASSERT_EQ(r.levels.size(), 2u);
+  const json j = json::parse(b::render_http(r, b::Format::json));
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[1]["concurrency"], 4);
+  EXPECT_EQ(j[1]["succeeded"], 4);
+  for (const char* key : {"requests_per_second", "success_rate", "latency_seconds", "ttft_seconds", "itl_seconds",
+                          "tokens_per_second", "errors"})
+    EXPECT_TRUE(j[0].contains(key)) << key;
+  EXPECT_TRUE(j[0]["latency_seconds"].contains("p95"));
+  EXPECT_NE(b::render_http(r, b::Format::table).find("req/s"), std::string::npos);
+  EXPECT_NE(b::render_http(r, b::Format::markdown).find("| concurrency |"), std::string::npos);
+}
+
+TEST(BenchmarkHttp, NoServerIsAClearError) {
+  b::HttpOptions o;
+  o.url = fmt::format("http://127.0.0.1:{}", autoglm::test::free_port());
+  o.requests = 1;
+  try {
+    b::run_http_load(o);
+    ADD_FAILURE() << "no error without a server";
+  } catch (const autoglm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is the server running"), std::string::npos) << e.what();
+  }
+}
+
+// ---- the real binary against a real server ----
+
+TEST(BenchmarkCli, BenchUrlAgainstServe) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path model = autoglm::test::fixtures_dir() / "models" / "tiny-glm4-Q8_0.gguf";
+  TempDir tmp;
+  std::unique_ptr<autoglm::test::ServerProcess> server;
+  int port = 0;
+  for (int attempt = 0; attempt < 3 && !server; ++attempt) {  // the free port may be taken meanwhile
+    port = autoglm::test::free_port();
+    autoglm::test::write_file(tmp / "service.yaml",
+                              fmt::format("service:\n  name: tiny\n  host: 127.0.0.1\n  port: {}\n"
+                                          "model:\n  path: {}\n"
+                                          "runtime:\n  backend: cpu\n  threads: 2\n  kv_cache_budget: 64MiB\n",
+                                          port, model.string()));
+    auto s = std::make_unique<autoglm::test::ServerProcess>(
+        std::vector<std::string>{"serve", "--config", (tmp / "service.yaml").string()}, tmp / "serve.log");
+    if (s->wait_ready(port, 120s)) server = std::move(s);
+  }
+  ASSERT_TRUE(server) << autoglm::test::read_file(tmp / "serve.log");
+
+  const auto r = autoglm::test::run_binary(
+      fmt::format("bench --url http://127.0.0.1:{} --requests 6 --concurrency 2 --prompt-tokens 16 --max-tokens 16 --json", port));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_array() && j.size() == 1) << r.out;
+  EXPECT_EQ(j[0]["model"], "tiny");
+  EXPECT_EQ(j[0]["requests"], 6);
+  EXPECT_EQ(j[0]["succeeded"], 6) << r.out;
+  EXPECT_EQ(j[0]["failed"], 0);
+  EXPECT_GT(j[0]["generated_tokens"].get<int>(), 0);
+
+  server->signal(SIGTERM);
+  EXPECT_EQ(server->wait_exit(30s), 0) << server->output();
+}
+
+TEST(BenchmarkCli, UsageErrors) {
+  EXPECT_EQ(autoglm::test::run_binary("bench").exit_code, 2);  // neither --model nor --url
+  EXPECT_EQ(autoglm::test::run_binary("bench --model a.gguf --url http://127.0.0.1:1").exit_code, 2);
+  EXPECT_EQ(autoglm::test::run_binary("bench --url http://127.0.0.1:1 -b 4").exit_code, 2);
+  EXPECT_EQ(autoglm::test::run_binary("bench --url http://127.0.0.1:1 --duration 5").exit_code, 2);  // no unit
+  EXPECT_EQ(autoglm::test::run_binary("bench --model a.gguf --concurrency 8").exit_code, 2);
+  EXPECT_EQ(autoglm::test::run_binary("bench --model a.gguf --json --markdown").exit_code, 2);
+}
+
+}  // namespace

@@ -340,8 +340,8 @@ TEST(Metrics, PrometheusText) {
   m.record_request("/health", 200, 0.001);
   m.record_time_to_first_token(0.2);
   LiveGauges g;
-  g.kv_blocks_total = 10;
-  g.kv_blocks_used = 3;
+  g.scheduler.kv_blocks_total = 10;
+  g.scheduler.kv_blocks_used = 3;
   const std::string text = m.render(g);
   EXPECT_NE(text.find("autoglm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("autoglm_request_duration_seconds_bucket{endpoint=\"/v1/completions\",le=\"0.5\"} 1\n"), std::string::npos);

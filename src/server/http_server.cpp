@@ -216,15 +216,7 @@ LiveGauges Server::Impl::live() const {
   g.uptime_seconds = std::chrono::duration<double>(Clock::now() - started).count();
   if (auto m = model()) {
     g.ready = !draining;
-    const SchedulerStats s = m->scheduler->stats();
-    g.waiting = s.waiting;
-    g.running = s.running;
-    g.kv_blocks_used = s.kv_blocks_used;
-    g.kv_blocks_total = s.kv_blocks_total;
-    g.prompt_tokens = s.prompt_tokens;
-    g.generated_tokens = s.generated_tokens;
-    g.cached_prompt_tokens = s.cached_prompt_tokens;
-    g.generation_tokens_per_second = s.generation_tokens_per_second;
+    g.scheduler = m->scheduler->stats();
   }
   return g;
 }

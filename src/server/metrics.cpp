@@ -81,16 +81,16 @@ std::string Metrics::render(const LiveGauges& live) const {
   for (const auto& [reason, n] : rejections_)
     out += fmt::format("autoglm_rejected_requests_total{{reason=\"{}\"}} {}\n", reason, n);
 
-  counter(out, "autoglm_prompt_tokens_total", "Prompt tokens computed (cached ones excluded).", static_cast<double>(live.prompt_tokens));
+  counter(out, "autoglm_prompt_tokens_total", "Prompt tokens computed (cached ones excluded).", static_cast<double>(live.scheduler.prompt_tokens));
   counter(out, "autoglm_prompt_tokens_cached_total", "Prompt tokens whose KV came from the prefix cache.",
-          static_cast<double>(live.cached_prompt_tokens));
-  counter(out, "autoglm_generation_tokens_total", "Tokens generated.", static_cast<double>(live.generated_tokens));
+          static_cast<double>(live.scheduler.cached_prompt_tokens));
+  counter(out, "autoglm_generation_tokens_total", "Tokens generated.", static_cast<double>(live.scheduler.generated_tokens));
   gauge(out, "autoglm_generation_tokens_per_second", "Tokens generated per second over the last 10 seconds.",
-        live.generation_tokens_per_second);
-  gauge(out, "autoglm_queue_depth", "Requests waiting for a batch slot.", static_cast<double>(live.waiting));
-  gauge(out, "autoglm_running_sequences", "Sequences in the running batch.", static_cast<double>(live.running));
-  gauge(out, "autoglm_kv_cache_blocks_used", "KV cache blocks held by sequences.", static_cast<double>(live.kv_blocks_used));
-  gauge(out, "autoglm_kv_cache_blocks_capacity", "KV cache blocks in the pool.", static_cast<double>(live.kv_blocks_total));
+        live.scheduler.generation_tokens_per_second);
+  gauge(out, "autoglm_queue_depth", "Requests waiting for a batch slot.", static_cast<double>(live.scheduler.waiting));
+  gauge(out, "autoglm_running_sequences", "Sequences in the running batch.", static_cast<double>(live.scheduler.running));
+  gauge(out, "autoglm_kv_cache_blocks_used", "KV cache blocks held by sequences.", static_cast<double>(live.scheduler.kv_blocks_used));
+  gauge(out, "autoglm_kv_cache_blocks_capacity", "KV cache blocks in the pool.", static_cast<double>(live.scheduler.kv_blocks_total));
   gauge(out, "autoglm_model_ready", "1 once the model is loaded and requests are served.", live.ready ? 1 : 0);
   gauge(out, "autoglm_uptime_seconds", "Seconds since the server started.", live.uptime_seconds);
   return out;

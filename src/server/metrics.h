@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "scheduler.h"
+
 namespace autoglm::server {
 
 // Cumulative buckets in seconds, as Prometheus histograms keep them.
@@ -29,10 +31,7 @@ class Histogram {
 struct LiveGauges {
   bool ready = false;
   double uptime_seconds = 0;
-  size_t waiting = 0, running = 0;
-  size_t kv_blocks_used = 0, kv_blocks_total = 0;
-  uint64_t prompt_tokens = 0, generated_tokens = 0, cached_prompt_tokens = 0;
-  double generation_tokens_per_second = 0;
+  SchedulerStats scheduler;  // all zero until a model is attached
 };
 
 class Metrics {

@@ -384,6 +384,14 @@ std::optional<double> metric(const std::string& text, const std::string& name) {
   return std::nullopt;
 }
 
+// At least `len` bytes of `text` from about `at`, widened to whole UTF-8 characters.
+std::string stop_string_in(const std::string& text, size_t at, size_t len) {
+  auto continuation = [&](size_t i) { return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
+  while (at > 1 && continuation(at)) --at;
+  while (at + len < text.size() && continuation(at + len)) ++len;
+  return text.substr(at, len);
+}
+
 bool all_digits(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -610,12 +618,8 @@ TEST_F(ServeApi, StopStringEndsTheAnswerBeforeIt) {
   const json full = ok_json(post(server(), "/v1/chat/completions", base));
   const std::string text = content_of(full);
   ASSERT_GE(text.size(), 8u) << "need some text to cut: " << full;
-  // two bytes from the middle, starting on a character boundary
-  size_t at = text.size() / 2;
-  while (at > 1 && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) --at;
-  size_t len = 2;
-  while (at + len < text.size() && (static_cast<unsigned char>(text[at + len]) & 0xC0) == 0x80) ++len;
-  const std::string stop = text.substr(at, len);
+  // two bytes from the middle
+  const std::string stop = stop_string_in(text, text.size() / 2, 2);
   const std::string expected = text.substr(0, text.find(stop));
 
   json req = base;
@@ -863,11 +867,7 @@ TEST_F(ServeApi, StreamingHonoursStopStrings) {
   const std::string text = content_of(ok_json(post(server(), "/v1/chat/completions", base)));
   ASSERT_GE(text.size(), 8u);
   // a stop string from the last third: the stream must hold back text that may start it
-  size_t at = text.size() * 2 / 3;
-  while (at > 1 && (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) --at;
-  size_t len = 3;
-  while (at + len < text.size() && (static_cast<unsigned char>(text[at + len]) & 0xC0) == 0x80) ++len;
-  const std::string stop = text.substr(at, len);
+  const std::string stop = stop_string_in(text, text.size() * 2 / 3, 3);
   const std::string expected = text.substr(0, text.find(stop));
 
   json req = base;

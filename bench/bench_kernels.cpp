@@ -3,7 +3,8 @@
 // can stream at all (BM_memory_read, a plain sum over the same amount of memory).
 //
 //   memory_read/threads:T             sum of a AUTOGLM_BENCH_MB buffer (default 1024 MiB) on T threads
-//   matvec/TYPE/ISA/threads:T         one matvec over an AUTOGLM_BENCH_MB weight matrix, 8192 columns
+//   matvec/TYPE/ISA[-panels16]/threads:T  one matvec over an AUTOGLM_BENCH_MB weight matrix, AUTOGLM_BENCH_COLS
+//                                     columns (default 8192)
 //   matmul/TYPE/batch:B/threads:T     4096 x 4096 weights times B vectors (prefill), best ISA; items = flops
 //   pool_run/threads:T                one ThreadPool::run with a trivial job: the fixed cost per matvec
 //
@@ -33,6 +34,13 @@ namespace k = autoglm::kernels;
 size_t set_bytes() {
   const char* v = std::getenv("AUTOGLM_BENCH_MB");
   return (v && *v ? std::strtoull(v, nullptr, 10) : 1024) << 20;
+}
+
+// Columns of the matvec matrix: AUTOGLM_BENCH_COLS (default 8192; the 1 B model's are 2048 and 6912).
+size_t set_cols() {
+  const char* v = std::getenv("AUTOGLM_BENCH_COLS");
+  const size_t cols = v && *v ? std::strtoull(v, nullptr, 10) : 8192;
+  return std::max<size_t>(256, cols / 256 * 256);
 }
 
 int max_threads() { return static_cast<int>(std::max(2u, std::thread::hardware_concurrency())); }
@@ -134,7 +142,7 @@ BigBuffer<uint8_t> make_weights(k::DType type, size_t rows, size_t cols) {
 // The large matrix of the current type; rebuilt when a benchmark of another type starts.
 struct BigMatrix {
   k::DType type = k::DType::f32;
-  size_t rows = 0, cols = 8192;
+  size_t rows = 0, cols = set_cols();
   BigBuffer<uint8_t> w;
 
   static BigMatrix& of(k::DType type) {
@@ -149,12 +157,26 @@ struct BigMatrix {
   }
 };
 
-void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, int threads) {
+// The big matrix of `type` in `layout` (panels16: repacked once, then kept for the next benchmark).
+const BigBuffer<uint8_t>& weights_in(const BigMatrix& m, k::Layout layout) {
+  static BigBuffer<uint8_t> packed;
+  static const uint8_t* packed_from = nullptr;
+  if (layout == k::Layout::rows) return m.w;
+  if (packed_from != m.w.data() || packed.size() != m.w.size()) {
+    packed = BigBuffer<uint8_t>(m.w.size());
+    k::pack_weights(m.type, layout, m.w.data(), packed.data(), m.rows, m.cols);
+    packed_from = m.w.data();
+  }
+  return packed;
+}
+
+void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, k::Layout layout, int threads) {
   if (isa > k::detected_isa()) {
     state.SkipWithError("this CPU lacks the ISA");
     return;
   }
   const BigMatrix& m = BigMatrix::of(type);
+  const BigBuffer<uint8_t>& w = weights_in(m, layout);
   std::vector<float> x(m.cols), y(m.rows);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
@@ -162,7 +184,7 @@ void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, int threads) 
   k::ThreadPool pool(threads);
   k::set_isa(isa);
   for (auto _ : state) {
-    k::matvec(type, m.w.data(), m.rows, m.cols, x.data(), y.data(), &pool);
+    k::matmul(type, layout, w.data(), m.rows, m.cols, x.data(), 1, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -216,10 +238,18 @@ int main(int argc, char** argv) {
       for (int threads = 1; threads <= threads_max; ++threads) {
         const std::string name = std::string("matvec/") + k::dtype_info(type).name + "/" + k::isa_name(isa) +
                                  "/threads:" + std::to_string(threads);
-        benchmark::RegisterBenchmark(name.c_str(), BM_matvec, type, isa, threads)
+        benchmark::RegisterBenchmark(name.c_str(), BM_matvec, type, isa, k::Layout::rows, threads)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
       }
+    }
+    if (k::preferred_layout(type, 4096) != k::Layout::panels16) continue;
+    for (int threads = 1; threads <= threads_max; ++threads) {
+      const std::string name =
+          std::string("matvec/") + k::dtype_info(type).name + "/avx512-panels16/threads:" + std::to_string(threads);
+      benchmark::RegisterBenchmark(name.c_str(), BM_matvec, type, k::Isa::avx512, k::Layout::panels16, threads)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
     }
   }
   for (k::DType type : {k::DType::q8_0, k::DType::q4_0, k::DType::q4_k, k::DType::q6_k, k::DType::f16}) {

@@ -513,6 +513,54 @@ TEST_P(KernelProduct, QuantizedWeightsMatchReference) {
   for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref.y[i], tolerance(ref.mass[i], cols)) << i;
 }
 
+// Weights repacked into panels of 16 rows give the stored layout's results to the bit, through the
+// panel kernels (AVX-512 VNNI) and through the unpacking fallback (every other path), at the batch
+// sizes of decode and of prefill, with rows past the last whole panel and with threads.
+TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
+  if (type_ != DType::q8_0 && type_ != DType::q4_0 && type_ != DType::q4_k)
+    GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
+  std::mt19937 rng(12);
+  const size_t bs = dtype_info(type_).block_size;
+  for (size_t cols : {bs, 3 * bs}) {
+    for (size_t rows : {16, 53, 96}) {  // one panel; 3 panels + 5 stored rows; 6 panels (pairs)
+      const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
+      std::vector<uint8_t> packed(w.size());
+      pack_weights(type_, Layout::panels16, w.data(), packed.data(), rows, cols);
+      EXPECT_NE(packed, w);
+      for (size_t batch : {1, 2, 7, 8, 13, 40}) {
+        const std::vector<float> x = random_floats(batch * cols, rng);
+        std::vector<float> stored(batch * rows), panels(batch * rows, NAN);
+        matmul(type_, w.data(), rows, cols, x.data(), batch, stored.data(), nullptr);
+        ThreadPool pool(batch % 2 == 0 ? 2 : 1);
+        matmul(type_, Layout::panels16, packed.data(), rows, cols, x.data(), batch, panels.data(), &pool);
+        for (size_t i = 0; i < stored.size(); ++i)
+          ASSERT_EQ(bits(stored[i]), bits(panels[i]))
+              << shape_name(rows, cols, batch) << " output " << i << ": " << panels[i] << " vs " << stored[i];
+      }
+    }
+  }
+}
+
+TEST(KernelLayout, PanelsArePreferredOnlyWhereAKernelUsesThem) {
+  EXPECT_EQ(preferred_layout(DType::f16, 4096), Layout::rows);
+  EXPECT_EQ(preferred_layout(DType::q6_k, 4096), Layout::rows);
+  EXPECT_EQ(preferred_layout(DType::q8_0, 15), Layout::rows);  // not one whole panel
+  IsaGuard guard;
+  set_isa(Isa::avx2);
+  EXPECT_EQ(preferred_layout(DType::q8_0, 4096), Layout::rows);
+  set_isa(Isa::avx512);
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  if (active_isa() == Isa::avx512) {  // the panel kernels need VNNI, which AVX-512 alone does not promise
+    EXPECT_EQ(preferred_layout(DType::q4_k, 4096) == Layout::panels16, vnni);
+  }
+#endif
+  const std::vector<uint8_t> w(34 * 16);
+  std::vector<uint8_t> out(w.size());
+  EXPECT_THROW(pack_weights(DType::f16, Layout::panels16, w.data(), out.data(), 16, 272), std::invalid_argument);
+}
+
 std::string product_name(const ::testing::TestParamInfo<std::tuple<Isa, DType>>& info) {
   return std::string(isa_name(std::get<0>(info.param))) + "_" + dtype_info(std::get<1>(info.param)).name;
 }

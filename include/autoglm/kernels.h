@@ -78,6 +78,26 @@ void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x,
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool);
 
+// ---- weights repacked for the matmul kernels ----
+//
+// `rows` is the stored format (GGUF/ggml blocks, row after row). `panels16` rearranges the same bytes
+// in panels of 16 rows so that one 64-byte load holds 4 consecutive elements of 16 rows and each
+// group's scales are one contiguous vector: the AVX-512 VNNI kernels then need no transposes or
+// gathers at any batch size (llama.cpp's "repack" does the same for its CPU kernels). A panels16
+// matrix has the size of the stored one; rows past the last whole panel stay in the stored format.
+// Results are bit-identical to the stored layout's.
+enum class Layout { rows, panels16 };
+// The layout matmul is fastest with for these weights on the active ISA: panels16 for Q8_0, Q4_0 and
+// Q4_K with AVX-512 VNNI and at least 16 rows, rows otherwise.
+Layout preferred_layout(DType type, size_t rows);
+// Rewrites rows x cols weights of `type` from the stored format (src) into `layout` (dst, the same
+// number of bytes; no overlap). Only for a layout preferred_layout can return for the type.
+void pack_weights(DType type, Layout layout, const void* src, void* dst, size_t rows, size_t cols);
+// matmul on weights in `layout` (any ISA: panels16 falls back to unpacking panel by panel where the
+// active ISA has no kernel for it).
+void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
+            float* y, ThreadPool* pool);
+
 // ---- attention over an f16 or q8_0 KV cache ----
 
 constexpr size_t kAttentionMaxHeadDim = 256;

@@ -7,6 +7,8 @@
 // so threaded, single-threaded, matvec and matmul results are bit-identical for a given ISA.
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
+#include <vector>
 
 #include "autoglm/kernels.h"
 #include "blocks.h"
@@ -103,13 +105,39 @@ QRows select_qrows(DType type) {
   return qrows_scalar;
 }
 
+// Rows [r0, r1) of a panels16 matrix on an ISA without a panel kernel: each panel back to the
+// stored format in a buffer, then the stored layout's path (tests force this; it is never fast).
+void qrows_panels_unpacked(const QJob& job, size_t r0, size_t r1) {
+  const QRows fn = select_qrows(job.type);
+  const PanelFormat& f = *panel_format(job.type);
+  const size_t full = std::min(r1, job.rows / kPanelRows * kPanelRows);
+  thread_local std::vector<uint8_t> buffer;
+  buffer.resize(kPanelRows * job.stride);
+  size_t r = r0;
+  for (; r < full; r += kPanelRows) {
+    unpack_panel(f, job.w + r * job.stride, job.stride, buffer.data());
+    QJob panel = job;  // rows stays: it is the stride of y
+    panel.w = buffer.data();
+    panel.y = job.y + r;
+    fn(panel, 0, kPanelRows);
+  }
+  if (r < r1) fn(job, r, r1);  // the tail rows are stored as they were
+}
+
+QRows select_qrows(DType type, Layout layout) {
+  if (layout == Layout::rows) return select_qrows(type);
+  if (active_isa() == Isa::avx512)
+    if (QRows f = qrows_panels_avx512(type)) return f;
+  return qrows_panels_unpacked;
+}
+
 bool worth_threads(const ThreadPool* pool, size_t rows, size_t cols, size_t batch, size_t grain) {
   return pool && pool->size() > 1 && rows > grain && rows * cols * batch >= kMinParallelMacs;
 }
 
 // Quantized weights: activations to int8 first (once per call), then integer dot products.
-void qmatmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
-             ThreadPool* pool) {
+void qmatmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
+             float* y, ThreadPool* pool) {
   thread_local QActsStorage caller_storage;
   QActsStorage* storage = &caller_storage;  // the workers must use this thread's, not their own
   const QActs& acts = storage->prepare(type, cols, batch);
@@ -118,7 +146,7 @@ void qmatmul(DType type, const void* w, size_t rows, size_t cols, const float* x
   else
     storage->quantize(x, 0, batch);
   const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, &acts, y};
-  const QRows fn = select_qrows(type);
+  const QRows fn = select_qrows(type, layout);
   if (worth_threads(pool, rows, cols, batch, kQRowTile))
     pool->run(rows, kQRowTile, [&job, fn](size_t begin, size_t end) { fn(job, begin, end); });
   else
@@ -130,7 +158,7 @@ void qmatmul(DType type, const void* w, size_t rows, size_t cols, const float* x
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool) {
   if (rows == 0 || batch == 0) return;
-  if (is_int8_type(type)) return qmatmul(type, w, rows, cols, x, batch, y, pool);
+  if (is_int8_type(type)) return qmatmul(type, Layout::rows, w, rows, cols, x, batch, y, pool);
   const MatmulJob job{select_row_dot(type), static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols,
                       batch, x, y};
   // A lambda holding one pointer fits std::function's inline buffer: no allocation per call.
@@ -138,6 +166,14 @@ void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x,
     pool->run(rows, kRowGrain, [&job](size_t begin, size_t end) { job.run_rows(begin, end); });
   else
     job.run_rows(0, rows);
+}
+
+void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
+            float* y, ThreadPool* pool) {
+  if (layout == Layout::rows) return matmul(type, w, rows, cols, x, batch, y, pool);
+  if (!panel_format(type)) throw std::invalid_argument("matmul: this weight type has no panels16 layout");
+  if (rows == 0 || batch == 0) return;
+  qmatmul(type, layout, w, rows, cols, x, batch, y, pool);
 }
 
 void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {

@@ -88,4 +88,34 @@ QRows qrows_avx512(DType type);  // nullptr without one, or when the CPU lacks V
 // The rows a path's tile covers: ranges handed to a QRows function start at a multiple of this.
 constexpr size_t kQRowTile = 32;
 
+// ---- Layout::panels16 ----
+//
+// Rows 16p..16p+15 (a panel) occupy the 16 * stride bytes the stored rows would, cut into "blocks":
+// a block covers the same elements of the 16 rows as one stored block of the type covers of one
+// row (Q8_0/Q4_0: 32 elements, Q4_K: a super-block of 256) and holds the 16 rows' bytes of that
+// stored block, transposed: first each header unit (Q8_0/Q4_0: the f16 d, 2 bytes; Q4_K: the four
+// dwords d|dmin, scales[0..3], scales[4..7], scales[8..11]) for rows 0..15, then each dword of the
+// quants (qs[4k..4k+3]) for rows 0..15. Q8_0 quants are stored as q ^ 0x80 (= q + 128, the unsigned
+// bytes vpdpbusd multiplies), and each 32-byte run of Q4_K quants (two groups of 32, A in the low
+// nibbles and B in the high ones) is regrouped as bytes 0..15 = A[t] | A[16 + t] << 4, bytes 16..31 =
+// B[t] | B[16 + t] << 4, the Q4_0 arrangement. So dword k of a block's quants is 64 contiguous bytes:
+// elements 4k..4k+3 of the 16 rows (Q8_0), or, for a group's 4 dwords i, elements 4i.. in the low
+// nibbles and 16 + 4i.. in the high ones (Q4_0, Q4_K). Rows after the last whole panel stay stored.
+constexpr size_t kPanelRows = 16;
+struct PanelFormat {
+  size_t block_bytes;   // bytes of one stored block (one row)
+  size_t header_unit;   // bytes per header unit
+  size_t header_units;  // header units per stored block
+  size_t quant_dwords;  // dwords of quants per stored block
+  uint8_t flip;         // xor applied to the quant bytes
+  bool regroup;         // Q4_K: nibbles regrouped so that each byte holds two elements of one group
+};
+// nullptr for a type without a panels16 form.
+const PanelFormat* panel_format(DType type);
+// One panel: 16 stored rows (row r at src + r * stride) to the packed form, and back.
+void pack_panel(const PanelFormat& f, const uint8_t* src, size_t stride, uint8_t* dst);
+void unpack_panel(const PanelFormat& f, const uint8_t* src, size_t stride, uint8_t* dst);
+// Rows [r0, r1) of a panels16 matrix (r0 a multiple of 16; rows of the stored-format tail included).
+QRows qrows_panels_avx512(DType type);  // nullptr without VNNI or for a type without panels
+
 }  // namespace autoglm::kernels

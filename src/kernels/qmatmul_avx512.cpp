@@ -127,12 +127,14 @@ struct Q4K {
   static constexpr bool kMin = true;
   static bool new_set(size_t c) { return c % 4 == 0; }
   static size_t set_index(size_t c, size_t g) { return 2 * (c % 4) + g; }
-  // The word-wise unpacking of q4k_unpack_scales, on 16 rows at once.
   AUTOGLM_VNNI static void scales(const uint8_t* rows, size_t stride, size_t c, size_t, ScaleSet& set) {
     const size_t at = (c / 4) * sizeof(BlockQ4K);
-    const __m512i dd = gather_rows(rows, stride, at);
-    const __m512i w0 = gather_rows(rows, stride, at + 4), w1 = gather_rows(rows, stride, at + 8),
-                  w2 = gather_rows(rows, stride, at + 12);
+    decode_scales(gather_rows(rows, stride, at), gather_rows(rows, stride, at + 4), gather_rows(rows, stride, at + 8),
+                  gather_rows(rows, stride, at + 12), set);
+  }
+  // The word-wise unpacking of q4k_unpack_scales, on 16 rows at once: dd = d | dmin << 16, w0..w2 the
+  // three dwords of `scales`, one row per lane.
+  AUTOGLM_VNNI static void decode_scales(__m512i dd, __m512i w0, __m512i w1, __m512i w2, ScaleSet& set) {
     const __m512i six = _mm512_set1_epi32(0x3F3F3F3F), four = _mm512_set1_epi32(0x0F0F0F0F),
                   top = _mm512_set1_epi32(0x30303030);
     const __m512i sc_lo = _mm512_and_si512(w0, six), m_lo = _mm512_and_si512(w1, six);
@@ -424,6 +426,132 @@ AUTOGLM_VNNI void rows(const QJob& job, size_t r0, size_t r1) {
     rows_few<U>(job, r0, full);
   if (full < r1) qrows_scalar(job, full, r1);
 }
+
+// ---------------------------------------------------------------- Layout::panels16
+//
+// The weights are already in panels (qmatmul.h): dword k of a block's quants is one 64-byte load
+// holding elements 4k..4k+3 of the panel's 16 rows, so each vpdpbusd with 4 broadcast activations
+// advances 16 rows, and a group's integer sums land one row per lane with no transpose; the scales
+// of a block are contiguous vectors. One path for every batch size.
+//
+// Per type: kGroups groups of 32 per block, the block's scales, and quad i (elements 4i..4i+3) of
+// group j of a block.
+
+#ifndef PF_AHEAD
+#define PF_AHEAD 2048
+#endif
+constexpr size_t kPrefetchAhead = PF_AHEAD;
+
+struct PanelQ8_0 {
+  static constexpr size_t kGroups = 1, kBlockBytes = sizeof(BlockQ8_0) * kRows;
+  static constexpr bool kMin = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
+    return _mm512_loadu_si512(block + 32 + 64 * i);
+  }
+};
+
+struct PanelQ4_0 {
+  static constexpr size_t kGroups = 1, kBlockBytes = sizeof(BlockQ4_0) * kRows;
+  static constexpr bool kMin = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
+  // dword k < 4 holds elements 4k.. in its low nibbles and 16 + 4k.. in its high nibbles
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
+    const __m512i v = _mm512_loadu_si512(block + 32 + 64 * (i % 4));
+    return _mm512_and_si512(i < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+  }
+};
+
+struct PanelQ4K {
+  static constexpr size_t kGroups = 8, kBlockBytes = sizeof(BlockQ4K) * kRows;
+  static constexpr bool kMin = true;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    Q4K::decode_scales(_mm512_loadu_si512(block), _mm512_loadu_si512(block + 64), _mm512_loadu_si512(block + 128),
+                       _mm512_loadu_si512(block + 192), set);
+  }
+  // group j's 4 dwords, regrouped like Q4_0's
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
+    const __m512i v = _mm512_loadu_si512(block + 256 + 256 * j + 64 * (i % 4));
+    return _mm512_and_si512(i < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+  }
+};
+
+// P panels (rows r0..r0+16P-1) times vectors b0..b0+B-1.
+template <class F, size_t P, size_t B>
+AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0) {
+  const QActs& a = *job.acts;
+  const size_t blocks = job.cols / (32 * F::kGroups);
+  const uint8_t* panel[P];
+  for (size_t p = 0; p < P; ++p) panel[p] = job.w + (r0 + kRows * p) * job.stride;
+  __m512 acc[P][B];
+  for (size_t p = 0; p < P; ++p)
+    for (size_t b = 0; b < B; ++b) acc[p][b] = _mm512_setzero_ps();
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    ScaleSet set[P];
+    for (size_t p = 0; p < P; ++p) F::scales(panel[p] + blk * F::kBlockBytes, set[p]);
+    for (size_t j = 0; j < F::kGroups; ++j) {
+      const size_t gi = blk * F::kGroups + j;
+      // this group's share of the panel, kPrefetchAhead bytes on
+      constexpr size_t kShare = F::kBlockBytes / F::kGroups;
+      for (size_t p = 0; p < P; ++p)
+        for (size_t at = 0; at < kShare; at += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(panel[p] + blk * F::kBlockBytes + j * kShare + at + kPrefetchAhead),
+                       _MM_HINT_T0);
+      // with few vectors, K chains of sums per accumulator keep vpdpbusd's latency covered
+      constexpr size_t K = P * B <= 4 ? 2 : 1;
+      __m512i isum[K][P][B];
+      for (size_t k = 0; k < K; ++k)
+        for (size_t p = 0; p < P; ++p)
+          for (size_t b = 0; b < B; ++b) isum[k][p][b] = _mm512_setzero_si512();
+      for (size_t i = 0; i < 8; ++i) {
+        __m512i w[P];
+        for (size_t p = 0; p < P; ++p) w[p] = F::quad(panel[p] + blk * F::kBlockBytes, j, i);
+        for (size_t b = 0; b < B; ++b) {
+          const __m512i x = _mm512_set1_epi32(load_quad(a.q_row(b0 + b) + gi * 32 + 4 * i));
+          for (size_t p = 0; p < P; ++p) isum[i % K][p][b] = _mm512_dpbusd_epi32(isum[i % K][p][b], w[p], x);
+        }
+      }
+      if constexpr (K == 2)
+        for (size_t p = 0; p < P; ++p)
+          for (size_t b = 0; b < B; ++b) isum[0][p][b] = _mm512_add_epi32(isum[0][p][b], isum[1][p][b]);
+      for (size_t p = 0; p < P; ++p)
+        for (size_t b = 0; b < B; ++b) {
+          const size_t v = b0 + b;
+          acc[p][b] = apply_group<F::kMin>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[gi],
+                                           F::kMin ? set[p].m[j] : set[p].s[j], a.t_row(v)[gi]);
+        }
+    }
+  }
+  for (size_t p = 0; p < P; ++p)
+    for (size_t b = 0; b < B; ++b) _mm512_storeu_ps(job.y + (b0 + b) * job.rows + r0 + kRows * p, acc[p][b]);
+}
+
+template <class F, size_t P>
+AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
+  constexpr size_t kB = 6;  // 2 panels x 6 vectors: 12 integer + 12 float accumulators
+  const size_t batch = job.acts->batch;
+  size_t b = 0;
+  for (; b + kB <= batch; b += kB) packed_tile<F, P, kB>(job, r0, b);
+  switch (batch - b) {
+    case 5: return packed_tile<F, P, 5>(job, r0, b);
+    case 4: return packed_tile<F, P, 4>(job, r0, b);
+    case 3: return packed_tile<F, P, 3>(job, r0, b);
+    case 2: return packed_tile<F, P, 2>(job, r0, b);
+    case 1: return packed_tile<F, P, 1>(job, r0, b);
+    default: return;
+  }
+}
+
+// Rows [r0, r1) of a panels16 matrix: whole panels two at a time, then the stored-format tail.
+template <class F, class U>
+AUTOGLM_VNNI void packed_rows(const QJob& job, size_t r0, size_t r1) {
+  const size_t full = std::min(r1, job.rows / kRows * kRows);
+  size_t r = r0;
+  for (; r + 2 * kRows <= full; r += 2 * kRows) packed_panels<F, 2>(job, r);
+  if (r < full) packed_panels<F, 1>(job, r), r += kRows;
+  if (r < r1) rows<U>(job, r, r1);
+}
+
 }  // namespace
 
 QRows qrows_avx512(DType type) {
@@ -438,12 +566,23 @@ QRows qrows_avx512(DType type) {
   }
 }
 
+QRows qrows_panels_avx512(DType type) {
+  if (!qrows_avx512(type)) return nullptr;
+  switch (type) {
+    case DType::q8_0: return packed_rows<PanelQ8_0, Q8_0>;
+    case DType::q4_0: return packed_rows<PanelQ4_0, Q4_0>;
+    case DType::q4_k: return packed_rows<PanelQ4K, Q4K>;
+    default: return nullptr;
+  }
+}
+
 }  // namespace autoglm::kernels
 
 #else
 
 namespace autoglm::kernels {
 QRows qrows_avx512(DType) { return nullptr; }
+QRows qrows_panels_avx512(DType) { return nullptr; }
 }  // namespace autoglm::kernels
 
 #endif

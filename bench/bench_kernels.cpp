@@ -164,7 +164,8 @@ const BigBuffer<uint8_t>& weights_in(const BigMatrix& m, k::Layout layout) {
   if (layout == k::Layout::rows) return m.w;
   if (packed_from != m.w.data() || packed.size() != m.w.size()) {
     packed = BigBuffer<uint8_t>(m.w.size());
-    k::pack_weights(m.type, layout, m.w.data(), packed.data(), m.rows, m.cols);
+    std::memcpy(packed.data(), m.w.data(), m.w.size());
+    k::pack_weights(m.type, layout, packed.data(), m.rows, m.cols);
     packed_from = m.w.data();
   }
   return packed;

@@ -2,6 +2,7 @@
 // kernel path; and the invariances the server relies on: batching, KV block size, prefill chunks.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -147,6 +148,41 @@ std::vector<int32_t> prompt(const std::string& arch, size_t i) {
 }
 
 }  // namespace
+
+// Repacking the matrices for the kernels (the default where the CPU has a kernel for it) moves bytes
+// in memory only: every logit is the stored layout's to the bit, and the file is untouched.
+TEST(Engine, RepackedWeightsGiveTheStoredLayoutsLogits) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  if (kernels::preferred_layout(kernels::DType::q8_0, 4096) == kernels::Layout::rows)
+    GTEST_SKIP() << "this CPU has no kernel for repacked weights (AVX-512 VNNI): nothing is repacked";
+  const fs::path dir = test::fixtures_dir();
+  const auto file_bytes = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  model::LoadOptions as_stored;
+  as_stored.repack = false;
+  for (const std::string name : {"tiny-glm4-Q8_0", "tiny-llama-Q4_0", "tiny-qwen2-Q4_K_M", "hf:q4_k"}) {
+    const bool hf = name == "hf:q4_k";
+    const fs::path path = hf ? dir / "hf/tiny-glm4-hf" : dir / "models" / (name + ".gguf");
+    const std::string before = hf ? "" : file_bytes(path);
+    model::LoadOptions repacked;
+    if (hf) repacked.quantize_to = as_stored.quantize_to = kernels::DType::q4_k;
+    const auto packed = model::Model::load(path, repacked);
+    const auto stored = model::Model::load(path, as_stored);
+    EXPECT_EQ(packed->layers[0].wq.layout, kernels::Layout::panels16) << name;
+    EXPECT_EQ(stored->layers[0].wq.layout, kernels::Layout::rows) << name;
+    EXPECT_EQ(packed->token_embd.layout, kernels::Layout::rows) << name << ": the embedding is read by rows";
+    const std::vector<int32_t> tokens = prompt(packed->config.arch, 1);
+    const std::vector<float> a = run(*packed, tokens), b = run(*stored, tokens);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_EQ(std::bit_cast<uint32_t>(a[i]), std::bit_cast<uint32_t>(b[i])) << name << " logit " << i;
+    if (!hf) {
+      EXPECT_EQ(file_bytes(path), before) << name;
+    }
+  }
+}
 
 // A Q8_0 cache halves the KV memory and stays within the quantized tolerances of the reference,
 // for float and quantized weights alike.

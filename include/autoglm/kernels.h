@@ -90,9 +90,9 @@ enum class Layout { rows, panels16 };
 // The layout matmul is fastest with for these weights on the active ISA: panels16 for Q8_0, Q4_0 and
 // Q4_K with AVX-512 VNNI and at least 16 rows, rows otherwise.
 Layout preferred_layout(DType type, size_t rows);
-// Rewrites rows x cols weights of `type` from the stored format (src) into `layout` (dst, the same
-// number of bytes; no overlap). Only for a layout preferred_layout can return for the type.
-void pack_weights(DType type, Layout layout, const void* src, void* dst, size_t rows, size_t cols);
+// Rewrites rows x cols weights of `type` in place from the stored format into `layout` (a layout
+// preferred_layout can return for the type; rows is a no-op), through a buffer of one panel.
+void pack_weights(DType type, Layout layout, void* w, size_t rows, size_t cols);
 // matmul on weights in `layout` (any ISA: panels16 falls back to unpacking panel by panel where the
 // active ISA has no kernel for it).
 void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,

@@ -1,6 +1,7 @@
 #pragma once
 // A loaded model: its architecture description and its weights, mapped from the GGUF file
-// (zero-copy: the matrices stay in the page cache, in their stored block format).
+// (copy-on-write: the matrices stay in the page cache in their stored block format, except those
+// repacked for the kernels, which become private pages; LoadOptions::repack).
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -39,14 +40,18 @@ struct ArchConfig {
   bool tied_embeddings = false;// no output.weight: the token embedding doubles as the output projection
 };
 
-// A weight matrix in its stored format: `rows` rows of `cols` elements, rows contiguous.
+// A weight matrix: `rows` rows of `cols` elements in `layout` (rows: the stored format, rows
+// contiguous; panels16: repacked for the matmul kernels, the same size, see kernels.h).
 struct Matrix {
   kernels::DType type = kernels::DType::f32;
   size_t rows = 0;
   size_t cols = 0;
   const void* data = nullptr;
   std::string name;
+  kernels::Layout layout = kernels::Layout::rows;
   size_t row_bytes() const { return kernels::row_bytes(type, cols); }
+  size_t bytes() const { return rows * row_bytes(); }
+  // Row r in the stored format: only for layout rows (the token embedding always is).
   const void* row(size_t r) const { return static_cast<const uint8_t*>(data) + r * row_bytes(); }
 };
 
@@ -66,6 +71,10 @@ struct LoadOptions {
   // (bf16/f16 stay mapped, zero-copy); q8_0/q4_0/... quantizes tensor by tensor while loading.
   // GGUF files are always used as stored.
   std::optional<kernels::DType> quantize_to;
+  // Repack the matrices the matmul kernels read (all but the token embedding) into the layout they
+  // are fastest with on this CPU (kernels::preferred_layout), in place: the mapped pages of those
+  // tensors become private memory of the same size. false keeps every matrix as stored (zero-copy).
+  bool repack = true;
 };
 
 class Model {
@@ -74,7 +83,7 @@ class Model {
   // architecture needs is there with the right shape and a supported type. Throws Error naming the
   // file and tensor.
   static std::unique_ptr<Model> load(const std::filesystem::path& path, const LoadOptions& options = {});
-  static std::unique_ptr<Model> load_gguf(const std::filesystem::path& path);
+  static std::unique_ptr<Model> load_gguf(const std::filesystem::path& path, const LoadOptions& options = {});
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -90,6 +99,7 @@ class Model {
 
   // The storage behind the views above, released with the model.
   void keep_mapping(void* addr, size_t size) { maps_.push_back({addr, size}); }
+  void seal_mappings();  // read-only from now on (they are writable while matrices are repacked)
   const uint8_t* keep_buffer(std::unique_ptr<uint8_t[]> buffer) {
     owned_.push_back(std::move(buffer));
     return owned_.back().get();

@@ -1,4 +1,5 @@
 // The forward pass: one decoder for every family, its variations read from ArchConfig.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <fmt/format.h>
@@ -8,7 +9,10 @@
 namespace autoglm::engine {
 namespace {
 
-using kernels::matmul;
+// Y[b] = W X[b] for the n vectors of x (n x w.cols floats) into y (n x w.rows).
+void matmul(const model::Matrix& w, const float* x, size_t n, float* y, kernels::ThreadPool& pool) {
+  kernels::matmul(w.type, w.layout, w.data, w.rows, w.cols, x, n, y, &pool);
+}
 
 void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) {
   double ss = 0;
@@ -135,20 +139,25 @@ void Engine::residual(const std::vector<float>& post_norm, size_t t) {
 void Engine::ffn(const model::Layer& l, size_t n) {
   const model::ArchConfig& c = model_.config;
   const size_t f = c.ffn_dim;
+  // SwiGLU over the n x f activations, split across the pool even for one token (exp is not cheap)
+  constexpr size_t kActGrain = 512;
   if (c.fused_gate_up) {
-    matmul(l.w_up.type, l.w_up.data, 2 * f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
-    for_each_token(n, [&](size_t t) {
-      const float* gu = gate_up_.data() + t * 2 * f;
-      for (size_t i = 0; i < f; ++i) act_[t * f + i] = silu(gu[i]) * gu[f + i];
+    matmul(l.w_up, h_.data(), n, gate_up_.data(), pool_);
+    pool_.run(n * f, kActGrain, [&](size_t begin, size_t end) {
+      for (size_t k = begin; k < end;) {  // token t's elements [i, ...) of its gate and up halves
+        const size_t t = k / f, stop = std::min(end, (t + 1) * f);
+        const float* gu = gate_up_.data() + t * 2 * f;
+        for (size_t i = k - t * f; k < stop; ++k, ++i) act_[k] = silu(gu[i]) * gu[f + i];
+      }
     });
   } else {
-    matmul(l.w_gate.type, l.w_gate.data, f, c.d_model, h_.data(), n, gate_up_.data(), &pool_);
-    matmul(l.w_up.type, l.w_up.data, f, c.d_model, h_.data(), n, act_.data(), &pool_);
-    for_each_token(n, [&](size_t t) {
-      for (size_t i = t * f; i < (t + 1) * f; ++i) act_[i] *= silu(gate_up_[i]);
+    matmul(l.w_gate, h_.data(), n, gate_up_.data(), pool_);
+    matmul(l.w_up, h_.data(), n, act_.data(), pool_);
+    pool_.run(n * f, kActGrain, [&](size_t begin, size_t end) {
+      for (size_t k = begin; k < end; ++k) act_[k] *= silu(gate_up_[k]);
     });
   }
-  matmul(l.w_down.type, l.w_down.data, c.d_model, f, act_.data(), n, proj_.data(), &pool_);
+  matmul(l.w_down, act_.data(), n, proj_.data(), pool_);
 }
 
 void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
@@ -194,9 +203,9 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     // attention rmsnorm
     for_each_token(n, [&](size_t i) { rmsnorm(x_.data() + i * d, l.attn_norm.data(), h_.data() + i * d, d, c.rms_eps); });
     // qkv projections (+ bias)
-    matmul(l.wq.type, l.wq.data, qdim, d, h_.data(), n, q_.data(), &pool_);
-    matmul(l.wk.type, l.wk.data, kvdim, d, h_.data(), n, k_.data(), &pool_);
-    matmul(l.wv.type, l.wv.data, kvdim, d, h_.data(), n, v_.data(), &pool_);
+    matmul(l.wq, h_.data(), n, q_.data(), pool_);
+    matmul(l.wk, h_.data(), n, k_.data(), pool_);
+    matmul(l.wv, h_.data(), n, v_.data(), pool_);
     add_bias(q_.data(), l.bq, n);
     add_bias(k_.data(), l.bk, n);
     add_bias(v_.data(), l.bv, n);
@@ -211,7 +220,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     });
     // multi-head attention, output projection
     attention(li);
-    matmul(l.wo.type, l.wo.data, d, qdim, att_.data(), n, proj_.data(), &pool_);
+    matmul(l.wo, att_.data(), n, proj_.data(), pool_);
     // post-attention norm (GLM-4), residual
     for_each_token(n, [&](size_t i) { residual(l.post_attn_norm, i); });
     // ffn rmsnorm, SwiGLU FFN
@@ -231,7 +240,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     item.seq->length += count;
   }
   logits.resize(n_logits * c.vocab_size);
-  matmul(model_.output.type, model_.output.data, c.vocab_size, d, logits_in_.data(), n_logits, logits.data(), &pool_);
+  matmul(model_.output, logits_in_.data(), n_logits, logits.data(), pool_);
 }
 
 std::vector<float> Engine::eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens) {

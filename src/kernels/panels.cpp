@@ -1,6 +1,7 @@
 // Layout::panels16: the stored blocks of 16 rows, transposed dword by dword (see qmatmul.h).
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "autoglm/kernels.h"
 #include "blocks.h"
@@ -100,19 +101,17 @@ Layout preferred_layout(DType type, size_t rows) {
   return Layout::panels16;
 }
 
-void pack_weights(DType type, Layout layout, const void* src, void* dst, size_t rows, size_t cols) {
-  const size_t stride = row_bytes(type, cols);
-  const auto* in = static_cast<const uint8_t*>(src);
-  auto* out = static_cast<uint8_t*>(dst);
-  if (layout == Layout::rows) {
-    std::memcpy(out, in, rows * stride);
-    return;
-  }
+void pack_weights(DType type, Layout layout, void* w, size_t rows, size_t cols) {
+  if (layout == Layout::rows) return;
   const PanelFormat* f = panel_format(type);
   if (!f) throw std::invalid_argument("pack_weights: this weight type has no panels16 layout");
-  const size_t full = rows / kPanelRows * kPanelRows;
-  for (size_t r = 0; r < full; r += kPanelRows) pack_panel(*f, in + r * stride, stride, out + r * stride);
-  std::memcpy(out + full * stride, in + full * stride, (rows - full) * stride);
+  const size_t stride = row_bytes(type, cols);
+  std::vector<uint8_t> stored(kPanelRows * stride);
+  auto* bytes = static_cast<uint8_t*>(w);
+  for (size_t r = 0; r + kPanelRows <= rows; r += kPanelRows) {
+    std::memcpy(stored.data(), bytes + r * stride, stored.size());
+    pack_panel(*f, stored.data(), stride, bytes + r * stride);
+  }
 }
 
 }  // namespace autoglm::kernels

@@ -87,8 +87,12 @@ void quantize_block(const float* x, int8_t* q, float& dx, float& t, int32_t* sum
   const float id = dx != 0 ? 1.0f / dx : 0.0f;
   int32_t sum[2] = {0, 0};
   for (size_t l = 0; l < kActBlock; ++l) {
-    // the clamp also maps NaN to a finite value: the result is then garbage, never undefined
-    q[l] = round_to_int8(std::fmin(std::fmax(x[l] * id, -127.0f), 127.0f));
+    // the clamp also maps NaN to -127 (as fmax would): the result is then garbage, never undefined;
+    // written as comparisons, not std::fmin/fmax, so that it vectorizes instead of calling libm
+    float v = x[l] * id;
+    v = v > -127.0f ? v : -127.0f;
+    v = v < 127.0f ? v : 127.0f;
+    q[l] = round_to_int8(v);
     sum[l / 16] += q[l];
   }
   t = dx * static_cast<float>(sum[0] + sum[1]);

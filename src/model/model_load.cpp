@@ -163,8 +163,9 @@ using NameMap = std::function<std::string(const std::string&)>;
 class ModelBuilder {
  public:
   ModelBuilder(Model& m, const TensorIndex& index, NameMap names, const std::string& origin,
-               std::optional<kernels::DType> quant)
-      : m_(m), index_(index), names_(std::move(names)), origin_(origin), quant_(quant) {}
+               const LoadOptions& options)
+      : m_(m), index_(index), names_(std::move(names)), origin_(origin), quant_(options.quantize_to),
+        repack_(options.repack) {}
 
   void build() {
     const ArchConfig& c = m_.config;
@@ -172,9 +173,22 @@ class ModelBuilder {
     m_.output_norm = vector("output_norm.weight", c.d_model);
     m_.output = c.tied_embeddings ? m_.token_embd : matrix("output.weight", c.vocab_size, c.d_model);
     for (uint32_t i = 0; i < c.n_layers; ++i) m_.layers.push_back(layer(i));
+    if (!repack_) return;
+    if (!c.tied_embeddings) repack(m_.output);  // the embedding is read by rows
+    for (Layer& l : m_.layers)
+      for (Matrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) repack(*w);
   }
 
  private:
+  // In place: the storage is a writable private mapping or a buffer the model owns.
+  static void repack(Matrix& w) {
+    if (!w.data) return;  // w_gate of a fused gate/up
+    const kernels::Layout layout = kernels::preferred_layout(w.type, w.rows);
+    if (layout == kernels::Layout::rows) return;
+    kernels::pack_weights(w.type, layout, const_cast<void*>(w.data), w.rows, w.cols);
+    w.layout = layout;  // rows past the last whole panel stay stored, as the layout says
+  }
+
   Layer layer(uint32_t i) {
     const ArchConfig& c = m_.config;
     const std::string p = fmt::format("blk.{}.", i);
@@ -274,12 +288,14 @@ class ModelBuilder {
   NameMap names_;
   std::string origin_;
   std::optional<kernels::DType> quant_;
+  bool repack_ = true;
 };
 
 const uint8_t* map_file(const fs::path& path, size_t size, Model& m) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(fmt::format("{}: cannot open: {}", path.string(), std::strerror(errno)));
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // writable copy-on-write: repacking rewrites some tensors in memory, never the file
+  void* map = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (map == MAP_FAILED) fail(fmt::format("{}: cannot map: {}", path.string(), std::strerror(errno)));
   m.keep_mapping(map, size);
@@ -288,7 +304,7 @@ const uint8_t* map_file(const fs::path& path, size_t size, Model& m) {
 
 }  // namespace
 
-std::unique_ptr<Model> Model::load_gguf(const fs::path& path) {
+std::unique_ptr<Model> Model::load_gguf(const fs::path& path, const LoadOptions& options) {
   const gguf::File file = gguf::read_file_header(path);
   const ModelShape shape = read_model_shape(path);
   std::unique_ptr<Model> m(new Model());
@@ -297,13 +313,16 @@ std::unique_ptr<Model> Model::load_gguf(const fs::path& path) {
   m->weight_type = shape.stored_type;
   m->config = gguf_config(shape, file);
   const TensorIndex index = gguf_index(file, map_file(path, file.file_size, *m));
-  ModelBuilder(*m, index, [](const std::string& name) { return name; }, path.string(), std::nullopt).build();
+  LoadOptions as_stored = options;
+  as_stored.quantize_to.reset();  // GGUF weights are used as stored
+  ModelBuilder(*m, index, [](const std::string& name) { return name; }, path.string(), as_stored).build();
+  m->seal_mappings();
   return m;
 }
 
 std::unique_ptr<Model> Model::load(const fs::path& path, const LoadOptions& options) {
   std::error_code ec;
-  if (!fs::is_directory(path, ec)) return load_gguf(path);
+  if (!fs::is_directory(path, ec)) return load_gguf(path, options);
   const ModelShape shape = read_model_shape(path);  // validates config.json and every shard header
   std::unique_ptr<Model> m(new Model());
   m->path = path;
@@ -322,9 +341,14 @@ std::unique_ptr<Model> Model::load(const fs::path& path, const LoadOptions& opti
   m->weight_type = options.quantize_to ? kernels::dtype_info(*options.quantize_to).name : shape.stored_type;
   const std::string arch = m->config.arch;
   ModelBuilder(*m, by_hf_name, [arch](const std::string& name) { return hf_name(name, arch); }, path.string(),
-               options.quantize_to)
+               options)
       .build();
+  m->seal_mappings();
   return m;
+}
+
+void Model::seal_mappings() {
+  for (const Mapping& map : maps_) ::mprotect(map.addr, map.size, PROT_READ);
 }
 
 Model::~Model() {

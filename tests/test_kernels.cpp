@@ -517,8 +517,7 @@ TEST_P(KernelProduct, QuantizedWeightsMatchReference) {
 // panel kernels (AVX-512 VNNI) and through the unpacking fallback (every other path), at the batch
 // sizes of decode and of prefill, with rows past the last whole panel and with threads.
 TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
-  if (type_ != DType::q8_0 && type_ != DType::q4_0 && type_ != DType::q4_k)
-    GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
+  if (!int8_type(type_)) GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
   std::mt19937 rng(12);
   const size_t bs = dtype_info(type_).block_size;
   for (size_t cols : {bs, 3 * bs}) {
@@ -543,7 +542,6 @@ TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
 
 TEST(KernelLayout, PanelsArePreferredOnlyWhereAKernelUsesThem) {
   EXPECT_EQ(preferred_layout(DType::f16, 4096), Layout::rows);
-  EXPECT_EQ(preferred_layout(DType::q6_k, 4096), Layout::rows);
   EXPECT_EQ(preferred_layout(DType::q8_0, 15), Layout::rows);  // not one whole panel
   IsaGuard guard;
   set_isa(Isa::avx2);

@@ -87,8 +87,8 @@ void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x,
 // matrix has the size of the stored one; rows past the last whole panel stay in the stored format.
 // Results are bit-identical to the stored layout's.
 enum class Layout { rows, panels16 };
-// The layout matmul is fastest with for these weights on the active ISA: panels16 for Q8_0, Q4_0 and
-// Q4_K with AVX-512 VNNI and at least 16 rows, rows otherwise.
+// The layout matmul is fastest with for these weights on the active ISA: panels16 for Q8_0, Q4_0,
+// Q4_K and Q6_K with AVX-512 VNNI and at least 16 rows, rows otherwise.
 Layout preferred_layout(DType type, size_t rows);
 // Rewrites rows x cols weights of `type` in place from the stored format into `layout` (a layout
 // preferred_layout can return for the type; rows is a no-op), through a buffer of one panel.

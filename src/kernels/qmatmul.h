@@ -91,24 +91,33 @@ constexpr size_t kQRowTile = 32;
 // ---- Layout::panels16 ----
 //
 // Rows 16p..16p+15 (a panel) occupy the 16 * stride bytes the stored rows would, cut into "blocks":
-// a block covers the same elements of the 16 rows as one stored block of the type covers of one
-// row (Q8_0/Q4_0: 32 elements, Q4_K: a super-block of 256) and holds the 16 rows' bytes of that
-// stored block, transposed: first each header unit (Q8_0/Q4_0: the f16 d, 2 bytes; Q4_K: the four
-// dwords d|dmin, scales[0..3], scales[4..7], scales[8..11]) for rows 0..15, then each dword of the
-// quants (qs[4k..4k+3]) for rows 0..15. Q8_0 quants are stored as q ^ 0x80 (= q + 128, the unsigned
-// bytes vpdpbusd multiplies), and each 32-byte run of Q4_K quants (two groups of 32, A in the low
-// nibbles and B in the high ones) is regrouped as bytes 0..15 = A[t] | A[16 + t] << 4, bytes 16..31 =
-// B[t] | B[16 + t] << 4, the Q4_0 arrangement. So dword k of a block's quants is 64 contiguous bytes:
-// elements 4k..4k+3 of the 16 rows (Q8_0), or, for a group's 4 dwords i, elements 4i.. in the low
-// nibbles and 16 + 4i.. in the high ones (Q4_0, Q4_K). Rows after the last whole panel stay stored.
+// a block covers the same elements of the 16 rows as one stored block of the type covers of one row
+// (Q8_0/Q4_0: 32 elements, Q4_K/Q6_K: a super-block of 256). Each row's stored block is first
+// rewritten into its "panel bytes" (same size; see below), which are then cut into segments of
+// units, and each unit is stored for rows 0..15 in turn: the panel block is, segment after segment,
+// unit after unit, [row 0's unit][row 1's unit]...[row 15's unit].
+//
+// Panel bytes per type (units: header, then the quants in 4-byte units, so that unit k of the quants
+// is one 64-byte load holding 4 consecutive bytes of each of the 16 rows):
+//  Q8_0  d (one 2-byte unit); quants q ^ 0x80 (= q + 128, the unsigned bytes vpdpbusd multiplies):
+//        unit k = elements 4k..4k+3.
+//  Q4_0  d; the stored quants: unit k < 4 holds elements 4k.. in its low nibbles, 16 + 4k.. in its
+//        high nibbles.
+//  Q4_K  d|dmin, scales[0..3], scales[4..7], scales[8..11] (four 4-byte units); each 32-byte run of
+//        quants (groups A and B) regrouped as bytes 0..15 = A[t] | A[16 + t] << 4 and bytes 16..31 =
+//        B[t] | B[16 + t] << 4: group j's unit i holds elements 4i.. (low) and 16 + 4i.. (high).
+//  Q6_K  d (2-byte unit); scales (sixteen 1-byte units: one int8 per row and group of 16); then per
+//        64 elements e..e+63 of the super-block, 32 bytes of low nibbles (byte t: e + t low, e + 32 + t
+//        high) and 16 bytes of high 2-bit pairs (byte t: bits 2s..2s+1 = high bits of e + 16s + t).
+// Rows after the last whole panel stay in the stored format.
 constexpr size_t kPanelRows = 16;
 struct PanelFormat {
-  size_t block_bytes;   // bytes of one stored block (one row)
-  size_t header_unit;   // bytes per header unit
-  size_t header_units;  // header units per stored block
-  size_t quant_dwords;  // dwords of quants per stored block
-  uint8_t flip;         // xor applied to the quant bytes
-  bool regroup;         // Q4_K: nibbles regrouped so that each byte holds two elements of one group
+  size_t block_bytes;             // bytes of one stored block (one row)
+  struct Segment {
+    size_t unit, count;           // unit bytes, units
+  } segments[3];
+  void (*to_panel)(uint8_t* block);    // a stored block to its panel bytes, in place
+  void (*from_panel)(uint8_t* block);  // and back
 };
 // nullptr for a type without a panels16 form.
 const PanelFormat* panel_format(DType type);

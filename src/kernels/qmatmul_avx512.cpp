@@ -443,7 +443,7 @@ AUTOGLM_VNNI void rows(const QJob& job, size_t r0, size_t r1) {
 constexpr size_t kPrefetchAhead = PF_AHEAD;
 
 struct PanelQ8_0 {
-  static constexpr size_t kGroups = 1, kBlockBytes = sizeof(BlockQ8_0) * kRows;
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ8_0) * kRows;
   static constexpr bool kMin = false;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
   AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
@@ -452,7 +452,7 @@ struct PanelQ8_0 {
 };
 
 struct PanelQ4_0 {
-  static constexpr size_t kGroups = 1, kBlockBytes = sizeof(BlockQ4_0) * kRows;
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ4_0) * kRows;
   static constexpr bool kMin = false;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
   // dword k < 4 holds elements 4k.. in its low nibbles and 16 + 4k.. in its high nibbles
@@ -463,7 +463,7 @@ struct PanelQ4_0 {
 };
 
 struct PanelQ4K {
-  static constexpr size_t kGroups = 8, kBlockBytes = sizeof(BlockQ4K) * kRows;
+  static constexpr size_t kGroups = 8, kGroupSize = 32, kBlockBytes = sizeof(BlockQ4K) * kRows;
   static constexpr bool kMin = true;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
     Q4K::decode_scales(_mm512_loadu_si512(block), _mm512_loadu_si512(block + 64), _mm512_loadu_si512(block + 128),
@@ -476,11 +476,36 @@ struct PanelQ4K {
   }
 };
 
+struct PanelQ6K {
+  static constexpr size_t kGroups = 16, kGroupSize = 16, kBlockBytes = sizeof(BlockQ6K) * kRows;
+  static constexpr bool kMin = false;
+  static constexpr size_t kQuants = 32 + 16 * 16;  // after d (16 x f16) and the scales (16 x 16 int8)
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    const __m512 d = _mm512_cvtph_ps(load32(block));
+    for (size_t g = 0; g < 16; ++g) {
+      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 32 + 16 * g));
+      set.s[g] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+    }
+  }
+  // group j = 64-element run c = j / 4, part p = j % 4: the low nibbles of unit 4 * (p % 2) + i
+  // (low half for p < 2) and bits 2p.. of high unit i, as bits 4..5
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
+    const size_t p = j % 4;
+    const uint8_t* run = block + kQuants + 768 * (j / 4);
+    const __m512i v = _mm512_loadu_si512(run + 64 * (4 * (p % 2) + i));
+    const __m512i low = _mm512_and_si512(p < 2 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+    const __m512i h = _mm512_loadu_si512(run + 512 + 64 * i);
+    const __m512i at4 = p == 0 ? _mm512_slli_epi16(h, 4) : p == 1 ? _mm512_slli_epi16(h, 2)
+                        : p == 2 ? h : _mm512_srli_epi16(h, 2);
+    return _mm512_or_si512(low, _mm512_and_si512(at4, _mm512_set1_epi8(0x30)));
+  }
+};
+
 // P panels (rows r0..r0+16P-1) times vectors b0..b0+B-1.
 template <class F, size_t P, size_t B>
 AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0) {
   const QActs& a = *job.acts;
-  const size_t blocks = job.cols / (32 * F::kGroups);
+  const size_t blocks = job.cols / (F::kGroupSize * F::kGroups);
   const uint8_t* panel[P];
   for (size_t p = 0; p < P; ++p) panel[p] = job.w + (r0 + kRows * p) * job.stride;
   __m512 acc[P][B];
@@ -503,22 +528,23 @@ AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0) {
       for (size_t k = 0; k < K; ++k)
         for (size_t p = 0; p < P; ++p)
           for (size_t b = 0; b < B; ++b) isum[k][p][b] = _mm512_setzero_si512();
-      for (size_t i = 0; i < 8; ++i) {
+      for (size_t i = 0; i < F::kGroupSize / 4; ++i) {
         __m512i w[P];
         for (size_t p = 0; p < P; ++p) w[p] = F::quad(panel[p] + blk * F::kBlockBytes, j, i);
         for (size_t b = 0; b < B; ++b) {
-          const __m512i x = _mm512_set1_epi32(load_quad(a.q_row(b0 + b) + gi * 32 + 4 * i));
+          const __m512i x = _mm512_set1_epi32(load_quad(a.q_row(b0 + b) + gi * F::kGroupSize + 4 * i));
           for (size_t p = 0; p < P; ++p) isum[i % K][p][b] = _mm512_dpbusd_epi32(isum[i % K][p][b], w[p], x);
         }
       }
       if constexpr (K == 2)
         for (size_t p = 0; p < P; ++p)
           for (size_t b = 0; b < B; ++b) isum[0][p][b] = _mm512_add_epi32(isum[0][p][b], isum[1][p][b]);
+      const size_t ab = gi * F::kGroupSize / kActBlock;  // the activation block holding the group
       for (size_t p = 0; p < P; ++p)
         for (size_t b = 0; b < B; ++b) {
           const size_t v = b0 + b;
-          acc[p][b] = apply_group<F::kMin>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[gi],
-                                           F::kMin ? set[p].m[j] : set[p].s[j], a.t_row(v)[gi]);
+          acc[p][b] = apply_group<F::kMin>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[ab],
+                                           F::kMin ? set[p].m[j % 8] : set[p].s[j], a.t_row(v)[ab]);
         }
     }
   }
@@ -572,6 +598,7 @@ QRows qrows_panels_avx512(DType type) {
     case DType::q8_0: return packed_rows<PanelQ8_0, Q8_0>;
     case DType::q4_0: return packed_rows<PanelQ4_0, Q4_0>;
     case DType::q4_k: return packed_rows<PanelQ4K, Q4K>;
+    case DType::q6_k: return packed_rows<PanelQ6K, Q6K>;
     default: return nullptr;
   }
 }

@@ -5,7 +5,7 @@
 //   memory_read/threads:T             sum of a AUTOGLM_BENCH_MB buffer (default 1024 MiB) on T threads
 //   matvec/TYPE/ISA[-panels16]/threads:T  one matvec over an AUTOGLM_BENCH_MB weight matrix, AUTOGLM_BENCH_COLS
 //                                     columns (default 8192)
-//   matmul/TYPE/batch:B/threads:T     4096 x 4096 weights times B vectors (prefill), best ISA; items = flops
+//   matmul/TYPE[/panels16]/batch:B/threads:T  4096 x 4096 weights times B vectors, best ISA; items = flops
 //   pool_run/threads:T                one ThreadPool::run with a trivial job: the fixed cost per matvec
 //
 // bytes_per_second is weight bytes (Google Benchmark prints it in GiB/s as "G/s").
@@ -193,13 +193,16 @@ void BM_matvec(benchmark::State& state, k::DType type, k::Isa isa, k::Layout lay
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * m.w.size()));
 }
 
-void BM_matmul(benchmark::State& state, k::DType type, size_t batch, int threads) {
+void BM_matmul(benchmark::State& state, k::DType type, k::Layout layout, size_t batch, int threads) {
   constexpr size_t rows = 4096, cols = 4096;
   static k::DType built_type = k::DType::f32;
+  static k::Layout built_layout = k::Layout::rows;
   static BigBuffer<uint8_t> w;
-  if (w.empty() || built_type != type) {
+  if (w.empty() || built_type != type || built_layout != layout) {
     w = make_weights(type, rows, cols);
+    k::pack_weights(type, layout, w.data(), rows, cols);
     built_type = type;
+    built_layout = layout;
   }
   std::vector<float> x(batch * cols), y(batch * rows);
   std::mt19937 rng(1);
@@ -207,7 +210,7 @@ void BM_matmul(benchmark::State& state, k::DType type, size_t batch, int threads
   for (float& v : x) v = normal(rng);
   k::ThreadPool pool(threads);
   for (auto _ : state) {
-    k::matmul(type, w.data(), rows, cols, x.data(), batch, y.data(), &pool);
+    k::matmul(type, layout, w.data(), rows, cols, x.data(), batch, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -254,12 +257,16 @@ int main(int argc, char** argv) {
     }
   }
   for (k::DType type : {k::DType::q8_0, k::DType::q4_0, k::DType::q4_k, k::DType::q6_k, k::DType::f16}) {
-    for (size_t batch : {1, 4, 16, 64}) {
-      const std::string name = std::string("matmul/") + k::dtype_info(type).name + "/batch:" +
-                               std::to_string(batch) + "/threads:" + std::to_string(threads_max);
-      benchmark::RegisterBenchmark(name.c_str(), BM_matmul, type, batch, threads_max)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
+    for (k::Layout layout : {k::Layout::rows, k::Layout::panels16}) {
+      if (layout != k::Layout::rows && k::preferred_layout(type, 4096) != layout) continue;
+      for (size_t batch : {1, 4, 8, 16, 64}) {
+        const std::string name = std::string("matmul/") + k::dtype_info(type).name +
+                                 (layout == k::Layout::rows ? "" : "/panels16") + "/batch:" + std::to_string(batch) +
+                                 "/threads:" + std::to_string(threads_max);
+        benchmark::RegisterBenchmark(name.c_str(), BM_matmul, type, layout, batch, threads_max)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+      }
     }
   }
   benchmark::RegisterBenchmark("pool_run", BM_pool_run)

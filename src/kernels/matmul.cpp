@@ -6,6 +6,7 @@
 // by the same code in the same order whatever the thread count, the chunking or the batch size;
 // so threaded, single-threaded, matvec and matmul results are bit-identical for a given ISA.
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -135,22 +136,57 @@ bool worth_threads(const ThreadPool* pool, size_t rows, size_t cols, size_t batc
   return pool && pool->size() > 1 && rows > grain && rows * cols * batch >= kMinParallelMacs;
 }
 
+// Below this many vectors every thread quantizes the activations itself, in its first chunk: a few
+// microseconds of redundant work in parallel instead of the same time serial, with the pool idle.
+constexpr size_t kSharedQuantizeBatch = 8;
+
+// One call whose threads each quantize the activations (x: batch x cols floats) for themselves.
+struct OwnActsCall {
+  QJob job;  // acts unset
+  QRows fn;
+  const float* x;
+  size_t batch;
+  uint64_t id;  // distinct per call: a thread quantizes once per call, in its first chunk
+
+  void run_rows(size_t begin, size_t end) const {
+    thread_local QActsStorage storage;
+    thread_local uint64_t quantized_call = 0;
+    thread_local const QActs* acts = nullptr;
+    if (quantized_call != id) {
+      acts = &storage.prepare(job.type, job.cols, batch);
+      storage.quantize(x, 0, batch);
+      quantized_call = id;
+    }
+    QJob mine = job;
+    mine.acts = acts;
+    fn(mine, begin, end);
+  }
+};
+
 // Quantized weights: activations to int8 first (once per call), then integer dot products.
 void qmatmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
              float* y, ThreadPool* pool) {
+  static std::atomic<uint64_t> calls{0};
+  const QRows fn = select_qrows(type, layout);
+  const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, nullptr, y};
+  if (worth_threads(pool, rows, cols, batch, kQRowTile) && batch < kSharedQuantizeBatch) {
+    const OwnActsCall call{job, fn, x, batch, ++calls};
+    pool->run(rows, kQRowTile, [&call](size_t begin, size_t end) { call.run_rows(begin, end); });
+    return;
+  }
   thread_local QActsStorage caller_storage;
   QActsStorage* storage = &caller_storage;  // the workers must use this thread's, not their own
   const QActs& acts = storage->prepare(type, cols, batch);
-  if (pool && pool->size() > 1 && batch >= 8)
+  if (pool && pool->size() > 1 && batch >= kSharedQuantizeBatch)
     pool->run(batch, 1, [storage, x](size_t begin, size_t end) { storage->quantize(x, begin, end); });
   else
     storage->quantize(x, 0, batch);
-  const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, &acts, y};
-  const QRows fn = select_qrows(type, layout);
+  QJob shared = job;
+  shared.acts = &acts;
   if (worth_threads(pool, rows, cols, batch, kQRowTile))
-    pool->run(rows, kQRowTile, [&job, fn](size_t begin, size_t end) { fn(job, begin, end); });
+    pool->run(rows, kQRowTile, [&shared, fn](size_t begin, size_t end) { fn(shared, begin, end); });
   else
-    fn(job, 0, rows);
+    fn(shared, 0, rows);
 }
 
 }  // namespace

@@ -193,10 +193,12 @@ size_t groups_in_chunk(size_t c, size_t cols) {
 }
 
 // The float steps of the definition for one group of 16 rows (one per lane) and one vector.
-template <bool kMin>
+// kCorr false: the type's zero point is 0 (Q4_K), so corr is too and is not subtracted.
+template <bool kMin, bool kCorr = true>
 AUTOGLM_VNNI inline __m512 apply_group(__m512 acc, __m512i isum, int32_t corr, __m512 s, float dx, __m512 m,
                                        float t) {
-  const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(isum, _mm512_set1_epi32(corr)));
+  if constexpr (kCorr) isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(corr));
+  const __m512 f = _mm512_cvtepi32_ps(isum);
   acc = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(dx)), acc);
   if constexpr (kMin) acc = _mm512_fmadd_ps(m, _mm512_set1_ps(t), acc);
   return acc;
@@ -441,43 +443,54 @@ AUTOGLM_VNNI void rows(const QJob& job, size_t r0, size_t r1) {
 // falls behind; measured with bench_kernels: 2 KiB beat 1 and 4).
 constexpr size_t kPrefetchAhead = 2048;
 
+// kMin: groups have an offset m (Q4_K); kCorr: the bytes carry a zero point (QActs::corr);
+// kNibbles: quads 4.. of a group are the high nibbles of quads 0..3 (quad_in_place leaves them there).
 struct PanelQ8_0 {
   static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ8_0) * kRows;
-  static constexpr bool kMin = false;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
   AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
     return _mm512_loadu_si512(block + 32 + 64 * i);
   }
 };
 
+// A group's 4 units of nibbles: elements 4i.. in the low nibbles and 16 + 4i.. in the high ones.
+AUTOGLM_VNNI inline __m512i nibble_quad(const uint8_t* units, size_t i) {
+  const __m512i v = _mm512_loadu_si512(units + 64 * (i % 4));
+  return _mm512_and_si512(i < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+}
+AUTOGLM_VNNI inline __m512i nibble_quad_in_place(const uint8_t* units, size_t i) {
+  const __m512i v = _mm512_loadu_si512(units + 64 * (i % 4));
+  return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(i < 4 ? 0x0F : 0xF0)));
+}
+
 struct PanelQ4_0 {
   static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ4_0) * kRows;
-  static constexpr bool kMin = false;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = true;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
-  // dword k < 4 holds elements 4k.. in its low nibbles and 16 + 4k.. in its high nibbles
-  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
-    const __m512i v = _mm512_loadu_si512(block + 32 + 64 * (i % 4));
-    return _mm512_and_si512(i < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) { return nibble_quad(block + 32, i); }
+  AUTOGLM_VNNI static __m512i quad_in_place(const uint8_t* block, size_t, size_t i) {
+    return nibble_quad_in_place(block + 32, i);
   }
 };
 
 struct PanelQ4K {
   static constexpr size_t kGroups = 8, kGroupSize = 32, kBlockBytes = sizeof(BlockQ4K) * kRows;
-  static constexpr bool kMin = true;
+  static constexpr bool kMin = true, kCorr = false, kNibbles = true;
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
     Q4K::decode_scales(_mm512_loadu_si512(block), _mm512_loadu_si512(block + 64), _mm512_loadu_si512(block + 128),
                        _mm512_loadu_si512(block + 192), set);
   }
-  // group j's 4 dwords, regrouped like Q4_0's
-  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
-    const __m512i v = _mm512_loadu_si512(block + 256 + 256 * j + 64 * (i % 4));
-    return _mm512_and_si512(i < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0F));
+  // group j's 4 units, regrouped like Q4_0's
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) { return nibble_quad(block + 256 + 256 * j, i); }
+  AUTOGLM_VNNI static __m512i quad_in_place(const uint8_t* block, size_t j, size_t i) {
+    return nibble_quad_in_place(block + 256 + 256 * j, i);
   }
 };
 
 struct PanelQ6K {
   static constexpr size_t kGroups = 16, kGroupSize = 16, kBlockBytes = sizeof(BlockQ6K) * kRows;
-  static constexpr bool kMin = false;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
   static constexpr size_t kQuants = 32 + 16 * 16;  // after d (16 x f16) and the scales (16 x 16 int8)
   AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
     const __m512 d = _mm512_cvtph_ps(load32(block));
@@ -527,22 +540,31 @@ AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0) {
       for (size_t k = 0; k < K; ++k)
         for (size_t p = 0; p < P; ++p)
           for (size_t b = 0; b < B; ++b) isum[k][p][b] = _mm512_setzero_si512();
+      // Two chains over a nibble type: quads 4.. (the high nibbles) are multiplied in place, as
+      // 16 x their value, into chain 1, which is then shifted back (exact): no shift per load.
+      constexpr bool kHighInPlace = K == 2 && F::kNibbles;
       for (size_t i = 0; i < F::kGroupSize / 4; ++i) {
+        const size_t chain = kHighInPlace ? i / 4 : i % K;
         __m512i w[P];
-        for (size_t p = 0; p < P; ++p) w[p] = F::quad(panel[p] + blk * F::kBlockBytes, j, i);
+        for (size_t p = 0; p < P; ++p) {
+          if constexpr (kHighInPlace) w[p] = F::quad_in_place(panel[p] + blk * F::kBlockBytes, j, i);
+          else w[p] = F::quad(panel[p] + blk * F::kBlockBytes, j, i);
+        }
         for (size_t b = 0; b < B; ++b) {
           const __m512i x = _mm512_set1_epi32(load_quad(a.q_row(b0 + b) + gi * F::kGroupSize + 4 * i));
-          for (size_t p = 0; p < P; ++p) isum[i % K][p][b] = _mm512_dpbusd_epi32(isum[i % K][p][b], w[p], x);
+          for (size_t p = 0; p < P; ++p) isum[chain][p][b] = _mm512_dpbusd_epi32(isum[chain][p][b], w[p], x);
         }
       }
       if constexpr (K == 2)
         for (size_t p = 0; p < P; ++p)
-          for (size_t b = 0; b < B; ++b) isum[0][p][b] = _mm512_add_epi32(isum[0][p][b], isum[1][p][b]);
+          for (size_t b = 0; b < B; ++b)
+            isum[0][p][b] = _mm512_add_epi32(isum[0][p][b], kHighInPlace ? _mm512_srai_epi32(isum[1][p][b], 4)
+                                                                          : isum[1][p][b]);
       const size_t ab = gi * F::kGroupSize / kActBlock;  // the activation block holding the group
       for (size_t p = 0; p < P; ++p)
         for (size_t b = 0; b < B; ++b) {
           const size_t v = b0 + b;
-          acc[p][b] = apply_group<F::kMin>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[ab],
+          acc[p][b] = apply_group<F::kMin, F::kCorr>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[ab],
                                            F::kMin ? set[p].m[j % 8] : set[p].s[j], a.t_row(v)[ab]);
         }
     }

@@ -196,7 +196,8 @@ int main() {
     std::vector<float> x(kPrompt * max_cols), y(kPrompt * max_rows);
     for (float& v : x) v = normal(rng);
     b.matvec_ms = time_ms(10, [&] {
-      for (const m::Matrix* w : mats) k::matvec(w->type, w->data, w->rows, w->cols, x.data(), y.data(), &engine.pool());
+      for (const m::Matrix* w : mats)
+        k::matmul(w->type, w->layout, w->data, w->rows, w->cols, x.data(), 1, y.data(), &engine.pool());
     });
     b.matvec_gbs = static_cast<double>(weight_bytes) / (b.matvec_ms / 1e3) / 1e9;
     {
@@ -221,7 +222,7 @@ int main() {
       b.matmul_pp_ms = time_ms(1, [&] {
         for (const m::Matrix* w : mats) {
           const size_t batch = w == &model->output ? 1 : kPrompt;  // logits of the last token only
-          k::matmul(w->type, w->data, w->rows, w->cols, x.data(), batch, y.data(), &engine.pool());
+          k::matmul(w->type, w->layout, w->data, w->rows, w->cols, x.data(), batch, y.data(), &engine.pool());
         }
       });
     }

@@ -177,6 +177,8 @@ TEST(BenchmarkLocal, TinyModel) {
       EXPECT_TRUE(row.contains(key)) << key << " missing in " << row.dump();
     EXPECT_EQ(row["model"], "tiny-q8_0.gguf");
     EXPECT_EQ(row["backend"], "cpu");
+    EXPECT_EQ(row["repacked"], autoglm::kernels::preferred_layout(autoglm::kernels::DType::q8_0, 4096) != autoglm::kernels::Layout::rows)
+        << "the model was loaded with the default, repack where the kernels have a layout of their own";
     EXPECT_EQ(row["gbps"].is_null(), row["test"] == "pp16");
   }
   EXPECT_NE(b::render_local(r, b::Format::table).find("tg8"), std::string::npos);

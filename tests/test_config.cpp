@@ -125,6 +125,7 @@ TEST(Defaults, MatchTheDocumentedTable) {
   EXPECT_EQ(c.runtime.max_batch_size, 8);
   EXPECT_EQ(c.runtime.kv_cache_budget, (KvCacheBudget{0, 0.9}));
   EXPECT_EQ(c.runtime.kv_cache_type, KvCacheType::kF16);
+  EXPECT_TRUE(c.runtime.repack_weights);
   EXPECT_EQ(c.health.heartbeat_interval_ms, 10'000u);
   EXPECT_NO_THROW(validate(c));
 }
@@ -163,6 +164,7 @@ runtime:
   max_batch_size: 1
   kv_cache_budget: 512MiB
   kv_cache_type: q8_0
+  repack_weights: false
 health:
   heartbeat_interval: 250ms
 )");
@@ -187,6 +189,7 @@ health:
   EXPECT_EQ(c.runtime.max_batch_size, 1);
   EXPECT_EQ(c.runtime.kv_cache_budget.bytes, 512u << 20);
   EXPECT_EQ(c.runtime.kv_cache_type, KvCacheType::kQ8_0);
+  EXPECT_FALSE(c.runtime.repack_weights);
   EXPECT_EQ(c.health.heartbeat_interval_ms, 250u);
   EXPECT_FALSE(c.model.is_demo());
 }
@@ -267,6 +270,8 @@ TEST(Errors, WrongType) {
             "service.yaml:2:13: service.api_keys: expected a list of keys like [key1, key2], got 'secret'");
   EXPECT_EQ(error("runtime:\n  devices: [0, [1]]\n"),
             "service.yaml:2:16: runtime.devices: expected a GPU index 0..1023, got a list");
+  EXPECT_EQ(error("runtime:\n  repack_weights: sometimes\n"),
+            "service.yaml:2:19: runtime.repack_weights: expected one of true, false, got 'sometimes'");
 }
 
 TEST(Errors, EmptyValueIsReportedAtItsKey) {

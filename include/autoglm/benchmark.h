@@ -94,6 +94,7 @@ struct LocalReport {
   std::string type;                  // weight type, "Q4_K_M"
   std::string backend = "cpu";
   std::string isa;                   // kernels' instruction set, "avx512"
+  bool repacked = false;             // matrices in the kernels' own layout (model::LoadOptions::repack)
   int threads = 0;
   uint64_t model_bytes = 0;
   uint64_t bytes_per_token = 0;      // weight bytes one decode step of batch 1 reads

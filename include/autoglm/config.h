@@ -71,6 +71,7 @@ struct RuntimeConfig {
   int max_batch_size = 8;      // sequences decoded together
   KvCacheBudget kv_cache_budget;
   KvCacheType kv_cache_type = KvCacheType::kF16;
+  bool repack_weights = true;  // rearrange matrices for the CPU kernels at load (else zero-copy mmap)
   bool operator==(const RuntimeConfig&) const = default;
 };
 

@@ -185,6 +185,7 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   report.model = model_name;
   report.type = m.weight_type;
   report.isa = kernels::isa_name(kernels::active_isa());
+  report.repacked = !m.layers.empty() && m.layers[0].wq.layout != kernels::Layout::rows;
   report.threads = bench.engine().pool().size();
   report.model_bytes = model_bytes(m);
   report.bytes_per_token = weight_bytes_per_step(m, 1);

@@ -30,8 +30,9 @@ std::string memory_line(const LocalReport& r) {
 }
 
 std::string local_table(const LocalReport& r) {
-  std::string out = fmt::format("model: {} ({}, {}), backend {} ({}), {} threads\n", r.model, r.type,
-                                format_bytes(r.model_bytes), r.backend, r.isa, r.threads);
+  std::string out = fmt::format("model: {} ({}, {}), backend {} ({}), {} threads, weights {}\n", r.model, r.type,
+                                format_bytes(r.model_bytes), r.backend, r.isa, r.threads,
+                                r.repacked ? "repacked for the kernels" : "as stored");
   out += memory_line(r) + "\n";
   out += fmt::format("weights read per decode step: {:.3f} GB at batch 1; tg sequences start from a {}-token prompt\n\n",
                      gb(r.bytes_per_token), r.tg_context);
@@ -64,7 +65,7 @@ std::string local_json(const LocalReport& r) {
                     {"stddev", m.stddev}, {"samples", m.samples}, {"gbps", optional_json(m.gbps)},
                     {"bandwidth_share", optional_json(m.bandwidth_share)},
                     {"memory_gbps", r.memory ? json(r.memory->gbps) : json(nullptr)}, {"model", r.model},
-                    {"type", r.type}, {"backend", r.backend}, {"isa", r.isa}, {"threads", r.threads},
+                    {"type", r.type}, {"backend", r.backend}, {"isa", r.isa}, {"repacked", r.repacked}, {"threads", r.threads},
                     {"model_bytes", r.model_bytes}, {"weight_bytes_per_token", r.bytes_per_token}});
   }
   return rows.dump(2) + "\n";

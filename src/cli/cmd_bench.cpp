@@ -17,6 +17,7 @@ namespace {
 
 struct BenchArgs {
   std::string model, quantization, url, duration, api_key;
+  bool no_repack = false;
   benchmark::LocalOptions local;
   benchmark::HttpOptions http;
   bool json = false, markdown = false;
@@ -45,7 +46,9 @@ model::LoadOptions load_options(const std::string& quantization) {
 int run_local(BenchArgs& a) {
   refuse_flags(a.http_only, "--model (they are for --url)");
   a.local.progress = ProgressBar::stderr_is_tty();
-  const auto m = model::Model::load(a.model, load_options(a.quantization));
+  model::LoadOptions load = load_options(a.quantization);
+  load.repack = !a.no_repack;
+  const auto m = model::Model::load(a.model, load);
   const std::string name = std::filesystem::path(a.model).lexically_normal().filename().string();
   const benchmark::LocalReport report = benchmark::run_local(*m, name.empty() ? a.model : name, a.local);
   std::fputs(benchmark::render_local(report, output_format(a)).c_str(), stdout);
@@ -87,6 +90,7 @@ void add_local_flags(CLI::App* cmd, BenchArgs& a) {
       cmd->add_option("-b,--batch", a.local.batches, "batch sizes, comma-separated (default 1)")->delimiter(','),
       cmd->add_option("-r,--repetitions", a.local.repetitions, "runs per test after a warm-up (default 5)"),
       cmd->add_option("-t,--threads", a.local.threads, "CPU threads (default: all)"),
+      cmd->add_flag("--no-repack", a.no_repack, "keep the weights as stored (zero-copy), not repacked for the kernels"),
   };
 }
 

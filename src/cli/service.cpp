@@ -129,6 +129,7 @@ void verify_hashes(const config::Config& cfg, const fs::path& model_path) {
 
 model::LoadOptions load_options(const config::Config& cfg, const fs::path& model_path) {
   model::LoadOptions o;
+  o.repack = cfg.runtime.repack_weights;
   const config::Quantization q = cfg.model.quantization;
   if (q == config::Quantization::kAuto) return o;
   if (!fs::is_directory(model_path)) {

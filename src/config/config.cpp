@@ -35,8 +35,8 @@ constexpr std::array<std::string_view, 11> kServiceKeys{
     "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout"};
 constexpr std::array<std::string_view, 6> kModelKeys{
     "path", "url", "sha256", "quantization", "context_length", "chat_template"};
-constexpr std::array<std::string_view, 6> kRuntimeKeys{
-    "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type"};
+constexpr std::array<std::string_view, 7> kRuntimeKeys{
+    "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights"};
 constexpr std::array<std::string_view, 1> kHealthKeys{"heartbeat_interval"};
 
 struct Section {
@@ -90,6 +90,7 @@ constexpr std::array<Named<Backend>, 3> kBackends{
     {{Backend::kAuto, "auto"}, {Backend::kCpu, "cpu"}, {Backend::kCuda, "cuda"}}};
 constexpr std::array<Named<KvCacheType>, 2> kKvCacheTypes{
     {{KvCacheType::kF16, "f16"}, {KvCacheType::kQ8_0, "q8_0"}}};
+constexpr std::array<Named<bool>, 2> kBooleans{{{true, "true"}, {false, "false"}}};
 constexpr std::array<std::string_view, 4> kTemplateNames{"glm4", "llama3", "chatml", "llama2"};
 
 constexpr std::string_view kRateLimitExpected =
@@ -608,6 +609,8 @@ void read_runtime(Reader& r, const Entry& e, RuntimeConfig& rt) {
     set(rt.kv_cache_budget, budget);
   } else if (key == "kv_cache_type") {
     set(rt.kv_cache_type, r.choice(e, kKvCacheTypes));
+  } else if (key == "repack_weights") {
+    set(rt.repack_weights, r.choice(e, kBooleans));
   }
 }
 

@@ -577,15 +577,19 @@ template <class F, size_t P>
 AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
   constexpr size_t kB = 6;  // 2 panels x 6 vectors: 12 integer + 12 float accumulators
   const size_t batch = job.acts->batch;
-  size_t b = 0;
-  for (; b + kB <= batch; b += kB) packed_tile<F, P, kB>(job, r0, b);
-  switch (batch - b) {
-    case 5: return packed_tile<F, P, 5>(job, r0, b);
-    case 4: return packed_tile<F, P, 4>(job, r0, b);
-    case 3: return packed_tile<F, P, 3>(job, r0, b);
-    case 2: return packed_tile<F, P, 2>(job, r0, b);
-    case 1: return packed_tile<F, P, 1>(job, r0, b);
-    default: return;
+  // as few tiles as kB allows, of sizes as equal as possible (8 = 4 + 4, not 6 + 2)
+  const size_t tiles = (batch + kB - 1) / kB;
+  for (size_t t = 0, b = 0; t < tiles; ++t) {
+    const size_t n = (batch - b) / (tiles - t);
+    switch (n) {
+      case 6: packed_tile<F, P, 6>(job, r0, b); break;
+      case 5: packed_tile<F, P, 5>(job, r0, b); break;
+      case 4: packed_tile<F, P, 4>(job, r0, b); break;
+      case 3: packed_tile<F, P, 3>(job, r0, b); break;
+      case 2: packed_tile<F, P, 2>(job, r0, b); break;
+      default: packed_tile<F, P, 1>(job, r0, b); break;
+    }
+    b += n;
   }
 }
 

@@ -401,6 +401,18 @@ std::string metrics_text(const RunningServer& s) {
   return r && r->status == 200 ? r->body : std::string();
 }
 
+// GET /metrics until its text contains `line` (for up to 2 s). A request is counted once its response has
+// been written (its duration includes the write), so a client can hold the response a moment before the
+// server's bookkeeping for it ends.
+httplib::Result scrape_until(const RunningServer& s, const std::string& line) {
+  httplib::Result r = get(s, "/metrics");
+  for (int i = 0; i < 100 && r && r->status == 200 && !contains(r->body, line); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    r = get(s, "/metrics");
+  }
+  return r;
+}
+
 // Polls /metrics until no sequence runs and no KV block is held; false after `timeout`.
 bool wait_idle(const RunningServer& s, std::chrono::milliseconds timeout, std::string* last = nullptr) {
   const auto until = std::chrono::steady_clock::now() + timeout;
@@ -767,7 +779,7 @@ TEST_F(ServeApi, MetricsInPrometheusFormat) {
   ok_json(post(server(), "/v1/chat/completions", chat_request("metrics please", 3)));
   expect_error(get(server(), "/no/such/page"), 404, "unknown path");
   expect_error(post_raw(server(), "/v1/completions", "nope"), 400, "malformed JSON");
-  const auto r = get(server(), "/metrics");
+  const auto r = scrape_until(server(), R"(autoglm_requests_total{endpoint="/v1/completions",status="400"})");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200);
   EXPECT_EQ(r->get_header_value("Content-Type").rfind("text/plain", 0), 0u) << r->get_header_value("Content-Type");
@@ -1044,7 +1056,7 @@ TEST_F(ServeLimits, ApiKeysAreRequiredOnTheApiOnly) {
   const auto ready = get(server(), "/ready");
   ASSERT_TRUE(ready);
   EXPECT_EQ(ready->status, 200) << "/ready needs no key";
-  const auto metrics = get(server(), "/metrics");
+  const auto metrics = scrape_until(server(), "autoglm_requests_total{endpoint=\"/v1/models\",status=\"401\"}");
   ASSERT_TRUE(metrics);
   EXPECT_EQ(metrics->status, 200) << "/metrics needs no key";
   EXPECT_TRUE(contains(metrics->body, "autoglm_requests_total{endpoint=\"/v1/models\",status=\"401\"}")) << metrics->body;

@@ -127,6 +127,23 @@ TEST(BenchmarkSse, EndpointAndPrompt) {
 
 // ---- local throughput ----
 
+TEST(BenchmarkLocal, GenerationIsComparedWithTheReadBandwidthAroundEachRepetition) {
+  b::Measurement r;
+  r.samples = {10, 20};  // tokens/s of two repetitions, 1 GB per token
+  const std::vector<double> reads{10, 30, 10};  // before, between, after: each repetition's reference is 20
+  b::compare_with_reads(r, 1.0, reads);
+  ASSERT_TRUE(r.reference_gbps && r.bandwidth_share);
+  EXPECT_DOUBLE_EQ(*r.reference_gbps, 20);
+  EXPECT_DOUBLE_EQ(*r.bandwidth_share, (10.0 / 20 + 20.0 / 20) / 2) << "the mean of each repetition's own share";
+
+  b::Measurement missing;
+  missing.samples = {10, 20};
+  b::compare_with_reads(missing, 1.0, std::vector<double>{10, 30});
+  EXPECT_FALSE(missing.reference_gbps || missing.bandwidth_share) << "a reading per repetition and one before them";
+  b::compare_with_reads(missing, 1.0, std::vector<double>{0, 0, 10});
+  EXPECT_FALSE(missing.reference_gbps || missing.bandwidth_share) << "a zero reference";
+}
+
 TEST(BenchmarkLocal, TinyModel) {
   TempDir tmp;
   autoglm::model::RandomModelSpec spec;
@@ -162,6 +179,10 @@ TEST(BenchmarkLocal, TinyModel) {
       EXPECT_GT(*x.gbps, 0);
       ASSERT_TRUE(x.bandwidth_share.has_value());
       EXPECT_GT(*x.bandwidth_share, 0);
+      ASSERT_TRUE(x.reference_gbps.has_value()) << "the read bandwidth is measured around each tg repetition";
+      EXPECT_GT(*x.reference_gbps, 0);
+    } else {
+      EXPECT_FALSE(x.reference_gbps.has_value());
     }
   }
   ASSERT_TRUE(r.memory.has_value());
@@ -180,6 +201,7 @@ TEST(BenchmarkLocal, TinyModel) {
     EXPECT_EQ(row["repacked"], autoglm::kernels::preferred_layout(autoglm::kernels::DType::q8_0, 4096) != autoglm::kernels::Layout::rows)
         << "the model was loaded with the default, repack where the kernels have a layout of their own";
     EXPECT_EQ(row["gbps"].is_null(), row["test"] == "pp16");
+    EXPECT_EQ(row["reference_gbps"].is_null(), row["test"] == "pp16");
   }
   EXPECT_NE(b::render_local(r, b::Format::table).find("tg8"), std::string::npos);
   EXPECT_NE(b::render_local(r, b::Format::markdown).find("| tiny-q8_0.gguf |"), std::string::npos);

@@ -56,6 +56,19 @@ struct MemoryBandwidth {
 // Best of `passes` streamed reads of a `bytes` buffer (touched first) on every thread of `pool`.
 MemoryBandwidth measure_memory_read(kernels::ThreadPool& pool, size_t bytes = size_t{1} << 30, int passes = 5);
 
+// The same measurement, repeatable on one buffer: `bench` measures again around every generation
+// repetition, because a machine's bandwidth drifts (a shared VM's by half, minute to minute) and
+// generation is compared with what the machine streamed at that time.
+class ReadProbe {
+ public:
+  ReadProbe(kernels::ThreadPool& pool, size_t bytes);
+  MemoryBandwidth measure(int passes);
+
+ private:
+  kernels::ThreadPool& pool_;
+  std::vector<uint64_t> buffer_;
+};
+
 // ---- weight bytes (local.cpp) ----
 
 // Every weight matrix a decode step reads in full, in step order (token_embd excluded: a step
@@ -86,7 +99,11 @@ struct Measurement {
   double stddev = 0;                 // sample sd of the repetitions
   std::vector<double> samples;       // tokens/s of each repetition
   std::optional<double> gbps;        // generation: weight bytes read per second (10^9)
-  std::optional<double> bandwidth_share;  // gbps / the measured memory read bandwidth
+  // generation: the read bandwidth measured around the repetitions (each repetition's is the mean of
+  // the measurements just before and just after it), and the mean over repetitions of each one's
+  // weight-read GB/s divided by its own reference
+  std::optional<double> reference_gbps;
+  std::optional<double> bandwidth_share;
 };
 
 struct LocalReport {
@@ -99,7 +116,7 @@ struct LocalReport {
   uint64_t model_bytes = 0;
   uint64_t bytes_per_token = 0;      // weight bytes one decode step of batch 1 reads
   size_t tg_context = 0;             // prompt tokens each tg sequence starts with (untimed)
-  std::optional<MemoryBandwidth> memory;
+  std::optional<MemoryBandwidth> memory;  // measured once before the runs
   std::vector<Measurement> measurements;  // every pp<N> by batch, then every tg<N> by batch
 };
 
@@ -107,10 +124,17 @@ struct LocalReport {
 //   pp: B sequences, each with its own KV sequence, prefill N random tokens each, packed into
 //       engine steps of up to 512 tokens as the server does; aggregate prompt tokens/s = B*N / time.
 //   tg: B sequences start from a short untimed prompt, then N steps that each append one token to
-//       every sequence; aggregate tokens/s = B*N / time, GB/s = weight_bytes_per_step * N / time.
+//       every sequence; aggregate tokens/s = B*N / time, GB/s = weight_bytes_per_step * N / time;
+//       with options.memory_bytes > 0, the read bandwidth is measured (best of 2, untimed) before
+//       the first repetition and after each one, for reference_gbps and bandwidth_share.
 // Before each (test, batch): one untimed warm-up run (pp: one sequence; tg: up to 8 steps).
 // Throws Error (exit 2) for options the model cannot take (lengths beyond its context).
 LocalReport run_local(const model::Model& m, const std::string& model_name, const LocalOptions& options);
+
+// Sets r.reference_gbps and r.bandwidth_share: repetition i read `gb_per_token` x r.samples[i] GB/s
+// against the mean of read_gbps[i] and read_gbps[i + 1] (measured before and after it). Leaves both
+// unset unless there is one more reading than repetitions and every reference is positive.
+void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> read_gbps);
 
 // ---- server-sent events (http_load.cpp) ----
 

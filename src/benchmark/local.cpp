@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fmt/format.h>
+#include <optional>
 #include <random>
 #include <span>
 #include <vector>
@@ -22,6 +23,7 @@ constexpr size_t kBlock = 16;          // KV cache block, as the server uses
 constexpr size_t kStepTokens = 512;    // tokens per step: the server's prefill step when nothing generates
 constexpr size_t kTgContext = 16;      // tg sequences start from a short prompt, as bench_engine's tg128 does
 constexpr size_t kTgWarmupSteps = 8;
+constexpr int kProbePasses = 2;        // read-bandwidth passes around each tg repetition (best of)
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -149,6 +151,18 @@ Measurement measure(const std::string& test, size_t batch, size_t tokens, int re
 
 }  // namespace
 
+void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> read_gbps) {
+  if (read_gbps.size() != r.samples.size() + 1) return;
+  std::vector<double> refs, shares;
+  for (size_t i = 0; i < r.samples.size(); ++i) {
+    refs.push_back((read_gbps[i] + read_gbps[i + 1]) / 2);
+    if (refs.back() <= 0) return;
+    shares.push_back(gb_per_token * r.samples[i] / refs.back());
+  }
+  r.reference_gbps = mean(refs);
+  r.bandwidth_share = mean(shares);
+}
+
 std::vector<const model::Matrix*> weight_matrices(const model::Model& m) {
   std::vector<const model::Matrix*> out;
   for (const model::Layer& l : m.layers) {
@@ -190,9 +204,11 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   report.model_bytes = model_bytes(m);
   report.bytes_per_token = weight_bytes_per_step(m, 1);
   report.tg_context = kTgContext;
+  std::optional<ReadProbe> probe;
   if (o.memory_bytes > 0) {
     status.show("bench: measuring the memory read bandwidth");
-    report.memory = measure_memory_read(bench.engine().pool(), o.memory_bytes);
+    probe.emplace(bench.engine().pool(), o.memory_bytes);
+    report.memory = probe->measure(5);
   }
 
   const std::string pp = fmt::format("pp{}", o.prompt_tokens), tg = fmt::format("tg{}", o.gen_tokens);
@@ -205,10 +221,16 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   for (size_t batch : o.batches) {
     status.show(fmt::format("bench: {} at batch {} ({} runs after a warm-up)", tg, batch, o.repetitions));
     bench.generate(batch, std::min(o.gen_tokens, kTgWarmupSteps));
-    Measurement r = measure(tg, batch, o.gen_tokens, o.repetitions, [&] { return bench.generate(batch, o.gen_tokens); });
-    const double steps_per_second = r.tokens_per_second / static_cast<double>(batch);
-    r.gbps = static_cast<double>(weight_bytes_per_step(m, batch)) * steps_per_second / 1e9;
-    if (report.memory && report.memory->gbps > 0) r.bandwidth_share = *r.gbps / report.memory->gbps;
+    std::vector<double> read_gbps;  // before the first repetition, then after each
+    if (probe) read_gbps.push_back(probe->measure(kProbePasses).gbps);
+    Measurement r = measure(tg, batch, o.gen_tokens, o.repetitions, [&] {
+      const double s = bench.generate(batch, o.gen_tokens);
+      if (probe) read_gbps.push_back(probe->measure(kProbePasses).gbps);
+      return s;
+    });
+    const double bytes = static_cast<double>(weight_bytes_per_step(m, batch));
+    r.gbps = bytes * r.tokens_per_second / static_cast<double>(batch) / 1e9;
+    if (probe) compare_with_reads(r, bytes / static_cast<double>(batch) / 1e9, read_gbps);
     report.measurements.push_back(std::move(r));
   }
   return report;

@@ -71,19 +71,26 @@ uint64_t sum_words(const uint64_t* p, size_t n) {
   return s0 + s1 + s2 + s3;
 }
 
-MemoryBandwidth measure_memory_read(kernels::ThreadPool& pool, size_t bytes, int passes) {
-  std::vector<uint64_t> buffer(std::max<size_t>(bytes / sizeof(uint64_t), 1));
-  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = i;  // every page touched before timing
+ReadProbe::ReadProbe(kernels::ThreadPool& pool, size_t bytes)
+    : pool_(pool), buffer_(std::max<size_t>(bytes / sizeof(uint64_t), 1)) {
+  for (size_t i = 0; i < buffer_.size(); ++i) buffer_[i] = i;  // every page touched before timing
+}
+
+MemoryBandwidth ReadProbe::measure(int passes) {
   MemoryBandwidth m;
-  m.bytes = buffer.size() * sizeof(uint64_t);
-  m.threads = pool.size();
-  m.plain_gbps = best_read_gbps(pool, buffer, sum_words, std::max(passes, 1));
+  m.bytes = buffer_.size() * sizeof(uint64_t);
+  m.threads = pool_.size();
+  m.plain_gbps = best_read_gbps(pool_, buffer_, sum_words, std::max(passes, 1));
 #if defined(__x86_64__)
   if (kernels::detected_isa() == kernels::Isa::avx512)
-    m.wide_gbps = best_read_gbps(pool, buffer, sum_words_avx512, std::max(passes, 1));
+    m.wide_gbps = best_read_gbps(pool_, buffer_, sum_words_avx512, std::max(passes, 1));
 #endif
   m.gbps = std::max(m.plain_gbps, m.wide_gbps);
   return m;
+}
+
+MemoryBandwidth measure_memory_read(kernels::ThreadPool& pool, size_t bytes, int passes) {
+  return ReadProbe(pool, bytes).measure(passes);
 }
 
 }  // namespace autoglm::benchmark

@@ -20,13 +20,17 @@ std::string gbps_cell(const Measurement& m) { return m.gbps ? fmt::format("{:.2f
 std::string share_cell(const Measurement& m) {
   return m.bandwidth_share ? fmt::format("{:.0f} %", *m.bandwidth_share * 100) : "";
 }
+std::string reference_cell(const Measurement& m) {
+  return m.reference_gbps ? fmt::format("{:.2f}", *m.reference_gbps) : "";
+}
 
 std::string memory_line(const LocalReport& r) {
   if (!r.memory) return "memory read bandwidth: not measured";
   const MemoryBandwidth& m = *r.memory;
-  return fmt::format("memory read bandwidth: {:.2f} GB/s ({:.0f} MiB streamed sum on {} threads, best of 5; "
-                     "plain loop {:.2f}, 512-bit loads {:.2f})", m.gbps, static_cast<double>(m.bytes) / 1048576.0,
-                     m.threads, m.plain_gbps, m.wide_gbps);
+  return fmt::format("memory read bandwidth: {:.2f} GB/s before the runs ({:.0f} MiB streamed sum on {} threads, best "
+                     "of 5; plain loop {:.2f}, 512-bit loads {:.2f}); measured again around each tg run: generation's "
+                     "share is of those (read GB/s)", m.gbps, static_cast<double>(m.bytes) / 1048576.0, m.threads,
+                     m.plain_gbps, m.wide_gbps);
 }
 
 std::string local_table(const LocalReport& r) {
@@ -36,20 +40,23 @@ std::string local_table(const LocalReport& r) {
   out += memory_line(r) + "\n";
   out += fmt::format("weights read per decode step: {:.3f} GB at batch 1; tg sequences start from a {}-token prompt\n\n",
                      gb(r.bytes_per_token), r.tg_context);
-  out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>12}\n", "test", "batch", "tokens/s", "GB/s", "% of read BW");
+  out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>10} {:>12}\n", "test", "batch", "tokens/s", "GB/s", "read GB/s",
+                     "% of read BW");
   for (const Measurement& m : r.measurements)
-    out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>12}\n", m.test, m.batch, tokens_cell(m), gbps_cell(m), share_cell(m));
+    out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>10} {:>12}\n", m.test, m.batch, tokens_cell(m), gbps_cell(m),
+                       reference_cell(m), share_cell(m));
   return out;
 }
 
 std::string local_markdown(const LocalReport& r) {
   std::string out = memory_line(r) + "\n\n";
-  out += "| model | size (GB) | type | backend | threads | test | batch | tokens/s | GB/s | % of read BW |\n";
-  out += "|---|---|---|---|---|---|---|---|---|---|\n";
+  out += "| model | size (GB) | type | backend | threads | test | batch | tokens/s | GB/s | read GB/s | % of read BW |\n";
+  out += "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Measurement& m : r.measurements)
-    out += fmt::format("| {} | {:.2f} | {} | {} ({}) | {} | {} | {} | {} | {} | {} |\n", r.model, gb(r.model_bytes),
-                       r.type, r.backend, r.isa, r.threads, m.test, m.batch, tokens_cell(m),
-                       m.gbps ? gbps_cell(m) : "–", m.bandwidth_share ? share_cell(m) : "–");
+    out += fmt::format("| {} | {:.2f} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |\n", r.model,
+                       gb(r.model_bytes), r.type, r.backend, r.isa, r.threads, m.test, m.batch, tokens_cell(m),
+                       m.gbps ? gbps_cell(m) : "–", m.reference_gbps ? reference_cell(m) : "–",
+                       m.bandwidth_share ? share_cell(m) : "–");
   return out;
 }
 
@@ -63,7 +70,7 @@ std::string local_json(const LocalReport& r) {
   for (const Measurement& m : r.measurements) {
     rows.push_back({{"test", m.test}, {"batch", m.batch}, {"tokens_per_second", m.tokens_per_second},
                     {"stddev", m.stddev}, {"samples", m.samples}, {"gbps", optional_json(m.gbps)},
-                    {"bandwidth_share", optional_json(m.bandwidth_share)},
+                    {"reference_gbps", optional_json(m.reference_gbps)}, {"bandwidth_share", optional_json(m.bandwidth_share)},
                     {"memory_gbps", r.memory ? json(r.memory->gbps) : json(nullptr)}, {"model", r.model},
                     {"type", r.type}, {"backend", r.backend}, {"isa", r.isa}, {"repacked", r.repacked}, {"threads", r.threads},
                     {"model_bytes", r.model_bytes}, {"weight_bytes_per_token", r.bytes_per_token}});

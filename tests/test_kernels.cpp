@@ -470,6 +470,33 @@ TEST_P(KernelProduct, AgreesWithScalarPath) {
   }
 }
 
+// Activations no random draw produces: every path quantizes them to the same bytes (zero blocks,
+// NaN and infinities, subnormals, exact halves of a step, -0), so the products still agree to the bit.
+TEST_P(KernelProduct, SpecialActivationsAgreeWithScalarPath) {
+  if (isa_ == Isa::scalar || !int8_type(type_)) GTEST_SKIP() << "int8 paths against the scalar baseline";
+  std::mt19937 rng(9);
+  const size_t rows = 53, cols = 256;  // 8 activation blocks
+  const std::vector<uint8_t> w = random_weights(type_, rows, cols, rng);
+  std::vector<float> x = random_floats(cols, rng);
+  for (size_t l = 0; l < 32; ++l) x[l] = 0.0f;                                 // block 0: zeros
+  x[32 + 3] = NAN;                                                              // block 1: a NaN
+  x[64 + 7] = INFINITY;                                                         // block 2: +inf
+  x[96 + 31] = -INFINITY;                                                       // block 3: -inf
+  for (size_t l = 0; l < 32; ++l) x[128 + l] = 1e-40f * static_cast<float>(l);  // block 4: subnormals
+  for (size_t l = 0; l < 32; ++l) x[160 + l] = static_cast<float>(l) - 15.5f;   // block 5: halves
+  x[160] = 127.0f;                                                              // amax 127: dx = 1
+  x[192 + 5] = -0.0f;
+  x[192 + 6] = 1e30f;                                                           // block 6: one huge value
+  std::vector<float> simd(rows), scalar(rows);
+  matmul(type_, w.data(), rows, cols, x.data(), 1, simd.data(), nullptr);
+  set_isa(Isa::scalar);
+  matmul(type_, w.data(), rows, cols, x.data(), 1, scalar.data(), nullptr);
+  for (size_t i = 0; i < rows; ++i) {
+    if (std::isnan(simd[i]) && std::isnan(scalar[i])) continue;
+    ASSERT_EQ(bits(simd[i]), bits(scalar[i])) << "row " << i << ": " << simd[i] << " vs " << scalar[i];
+  }
+}
+
 // The int8 activations cost at most half a quantization step of x per element against the exact
 // float product: |error| <= sum_j |w_j| * dx_j / 2 (plus f32 rounding).
 TEST_P(KernelProduct, Int8ActivationErrorIsBounded) {

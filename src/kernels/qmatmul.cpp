@@ -80,7 +80,9 @@ int8_t round_to_int8(float v) {
   return static_cast<int8_t>(static_cast<int>((v + kMagic) - kMagic));
 }
 
-void quantize_block(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16) {
+}  // namespace
+
+void quantize_block_scalar(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16) {
   float amax = 0;
   for (size_t l = 0; l < kActBlock; ++l) amax = std::max(amax, std::fabs(x[l]));
   dx = amax / 127.0f;
@@ -100,8 +102,6 @@ void quantize_block(const float* x, int8_t* q, float& dx, float& t, int32_t* sum
   sum16[1] = sum[1];
 }
 
-}  // namespace
-
 const QActs& QActsStorage::prepare(DType type, size_t cols, size_t batch) {
   const QFormat f = qformat(type);
   const size_t blocks = cols / kActBlock;
@@ -118,6 +118,9 @@ const QActs& QActsStorage::prepare(DType type, size_t cols, size_t batch) {
 
 void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
   const size_t cols = acts_.cols, blocks = cols / kActBlock, per_block = kActBlock / acts_.group;
+  QuantizeBlock quantize_block = quantize_block_scalar;
+  if (active_isa() == Isa::avx512)
+    if (QuantizeBlock f = quantize_block_avx512()) quantize_block = f;
   for (size_t b = begin; b < end; ++b) {
     for (size_t i = 0; i < blocks; ++i) {
       int32_t sum16[2];

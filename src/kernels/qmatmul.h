@@ -44,6 +44,13 @@ struct QActs {
   const int32_t* corr_row(size_t b) const { return corr + b * (cols / group); }
 };
 
+// Quantizes one activation block (kActBlock floats x): q = round(x / dx) clamped to [-127, 127]
+// (NaN to -127), dx = max |x| / 127 (NaNs skipped), t = dx * sum(q), sum16 = the sums of q over each
+// half. The SIMD forms give the same bytes and floats as the scalar one.
+using QuantizeBlock = void (*)(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16);
+void quantize_block_scalar(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16);
+QuantizeBlock quantize_block_avx512();  // nullptr when the build or the CPU has no AVX-512 BW
+
 // Owns the arrays of a QActs; reused from call to call (grows, never shrinks).
 class QActsStorage {
  public:

@@ -603,7 +603,46 @@ AUTOGLM_VNNI void packed_rows(const QJob& job, size_t r0, size_t r1) {
   if (r < r1) rows<U>(job, r, r1);
 }
 
+// quantize_block_scalar with 16 lanes: max_ps(|x|, amax) keeps amax when |x| is NaN, as std::max
+// does; max_ps(v, -127) gives -127 for a NaN v, as the scalar comparison does; cvtps rounds to
+// nearest even, as the scalar magic-number addition does.
+AUTOGLM_VNNI void quantize_block_lanes(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16) {
+  const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
+  __m512 amax = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_setzero_ps());
+  amax = _mm512_max_ps(_mm512_abs_ps(hi), amax);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, amax);
+  float m = 0;
+  for (float v : lanes) m = std::max(m, v);
+  dx = m / 127.0f;
+  const __m512 id = _mm512_set1_ps(dx != 0 ? 1.0f / dx : 0.0f);
+  int32_t sums[2];
+  const __m512 halves[2] = {lo, hi};
+  for (size_t h = 0; h < 2; ++h) {
+    __m512 v = _mm512_mul_ps(halves[h], id);
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+    const __m512i qi = _mm512_cvtps_epi32(v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * h), _mm512_cvtepi32_epi8(qi));
+    alignas(64) int32_t ints[16];
+    _mm512_store_si512(ints, qi);
+    int32_t s = 0;
+    for (int32_t i : ints) s += i;
+    sums[h] = s;
+  }
+  t = dx * static_cast<float>(sums[0] + sums[1]);
+  sum16[0] = sums[0];
+  sum16[1] = sums[1];
+}
+
 }  // namespace
+
+QuantizeBlock quantize_block_avx512() {
+  static const QuantizeBlock f = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") ? quantize_block_lanes : nullptr;
+  }();
+  return f;
+}
 
 QRows qrows_avx512(DType type) {
   __builtin_cpu_init();
@@ -635,6 +674,7 @@ QRows qrows_panels_avx512(DType type) {
 namespace autoglm::kernels {
 QRows qrows_avx512(DType) { return nullptr; }
 QRows qrows_panels_avx512(DType) { return nullptr; }
+QuantizeBlock quantize_block_avx512() { return nullptr; }
 }  // namespace autoglm::kernels
 
 #endif

@@ -575,7 +575,10 @@ AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0) {
 
 template <class F, size_t P>
 AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
-  constexpr size_t kB = 6;  // 2 panels x 6 vectors: 12 integer + 12 float accumulators
+  // 2 panels x 6 vectors: 12 integer + 12 float accumulators. The nibble types also hold their
+  // masks and unpacked quads: at 6 (or 5) vectors they spill, and run at 0.55-0.7x of 4 vectors
+  // (bench_kernels matmul Q4_0/Q4_K at batch 16 and 64; Q8_0 and Q6_K are best at 6).
+  constexpr size_t kB = F::kNibbles ? 4 : 6;
   const size_t batch = job.acts->batch;
   // as few tiles as kB allows, of sizes as equal as possible (8 = 4 + 4, not 6 + 2)
   const size_t tiles = (batch + kB - 1) / kB;

@@ -766,6 +766,30 @@ TEST(KernelFixtures, QuantizerReproducesLlamaCppBytes) {
     EXPECT_TRUE(by_type.count(expected)) << "no " << expected << " tensor in the fixtures";
 }
 
+// SwiGLU's elementwise step against silu in double precision, on every path: large and tiny inputs
+// of both signs, zeros, odd lengths (the vector loops' tails), and out written over up.
+TEST(KernelActivation, SwigluMatchesSiluOnEveryPath) {
+  IsaGuard guard;
+  std::mt19937 rng(13);
+  std::vector<float> gate = random_floats(1000, rng, 8.0f), up = random_floats(1000, rng, 2.0f);
+  const float specials[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 20.0f, -20.0f, 80.0f, -80.0f, 100.0f, -100.0f, 1e30f, -1e30f};
+  for (size_t i = 0; i < std::size(specials); ++i) gate[i] = specials[i];
+  for (Isa isa : kAllIsas) {
+    if (isa > detected_isa()) continue;
+    set_isa(isa);
+    for (size_t n : {size_t{1}, size_t{7}, size_t{33}, gate.size()}) {
+      std::vector<float> out(n, NAN), in_place(up.begin(), up.begin() + static_cast<std::ptrdiff_t>(n));
+      swiglu(gate.data(), up.data(), out.data(), n);
+      swiglu(gate.data(), in_place.data(), in_place.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        const double g = gate[i], want = g / (1.0 + std::exp(-g)) * up[i];
+        ASSERT_NEAR(out[i], want, 4e-7 * std::fabs(want) + 1e-37) << isa_name(isa) << " gate " << g << " up " << up[i];
+        ASSERT_EQ(bits(in_place[i]), bits(out[i])) << isa_name(isa) << ": out over up gives the same";
+      }
+    }
+  }
+}
+
 // Attention against a double-precision softmax: several queries with different visible lengths
 // (crossing key blocks), odd head sizes, every path.
 TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {

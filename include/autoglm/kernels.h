@@ -98,6 +98,12 @@ void pack_weights(DType type, Layout layout, void* w, size_t rows, size_t cols);
 void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
             float* y, ThreadPool* pool);
 
+// ---- activations ----
+
+// SwiGLU's elementwise step: out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^x to
+// ~2 ulp (no libm call, vectorized on the active ISA). out may be up.
+void swiglu(const float* gate, const float* up, float* out, size_t n);
+
 // ---- attention over an f16 or q8_0 KV cache ----
 
 constexpr size_t kAttentionMaxHeadDim = 256;

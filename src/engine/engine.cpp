@@ -45,8 +45,6 @@ void add_bias(float* y, const std::vector<float>& bias, size_t n) {
     for (size_t i = 0; i < m; ++i) y[t * m + i] += bias[i];
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 }  // namespace
 
 Engine::Engine(const model::Model& model, KvCache& cache, EngineOptions options)
@@ -139,22 +137,23 @@ void Engine::residual(const std::vector<float>& post_norm, size_t t) {
 void Engine::ffn(const model::Layer& l, size_t n) {
   const model::ArchConfig& c = model_.config;
   const size_t f = c.ffn_dim;
-  // SwiGLU over the n x f activations, split across the pool even for one token (exp is not cheap)
-  constexpr size_t kActGrain = 512;
+  // SwiGLU over the n x f activations, split across the pool even for one token
+  constexpr size_t kActGrain = 1024;
   if (c.fused_gate_up) {
     matmul(l.w_up, h_.data(), n, gate_up_.data(), pool_);
     pool_.run(n * f, kActGrain, [&](size_t begin, size_t end) {
-      for (size_t k = begin; k < end;) {  // token t's elements [i, ...) of its gate and up halves
-        const size_t t = k / f, stop = std::min(end, (t + 1) * f);
+      for (size_t k = begin; k < end;) {  // token t's elements [i, stop) of its gate and up halves
+        const size_t t = k / f, stop = std::min(end, (t + 1) * f), i = k - t * f;
         const float* gu = gate_up_.data() + t * 2 * f;
-        for (size_t i = k - t * f; k < stop; ++k, ++i) act_[k] = silu(gu[i]) * gu[f + i];
+        kernels::swiglu(gu + i, gu + f + i, act_.data() + k, stop - k);
+        k = stop;
       }
     });
   } else {
     matmul(l.w_gate, h_.data(), n, gate_up_.data(), pool_);
     matmul(l.w_up, h_.data(), n, act_.data(), pool_);
     pool_.run(n * f, kActGrain, [&](size_t begin, size_t end) {
-      for (size_t k = begin; k < end; ++k) act_[k] *= silu(gate_up_[k]);
+      kernels::swiglu(gate_up_.data() + begin, act_.data() + begin, act_.data() + begin, end - begin);
     });
   }
   matmul(l.w_down, act_.data(), n, proj_.data(), pool_);

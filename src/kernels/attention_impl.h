@@ -17,24 +17,7 @@ namespace {
 
 constexpr size_t kKeyBlock = 64;
 
-// exp(x) for x <= 0 to ~2 ulp, written to vectorize (no libm call): x = n ln2 + r, |r| <= ln2/2,
-// exp(r) by a degree-6 polynomial, 2^n by building the float's exponent. Below -87, 0.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;  // ln2 split in two for exactness
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &e, sizeof(scale));
-  return p * scale;
-}
+#include "exp_impl.h"
 
 struct KeyBlock {
   float kt[kAttentionMaxHeadDim * kKeyBlock];  // keys transposed: kt[d * kKeyBlock + j]
@@ -76,11 +59,10 @@ void attend_block(const AttentionArgs& a, const float* q, size_t visible, KeyBlo
     for (size_t d = 0; d < hd; ++d) acc[d] *= correction;
     max_score = block_max;
   }
+  // two loops: the exps vectorize, the in-order sum could not (no -ffast-math) and would keep them scalar
+  for (size_t j = 0; j < visible; ++j) s[j] = exp_nonpositive(s[j] - max_score);
   float block_sum = 0;
-  for (size_t j = 0; j < visible; ++j) {
-    s[j] = exp_nonpositive(s[j] - max_score);
-    block_sum += s[j];
-  }
+  for (size_t j = 0; j < visible; ++j) block_sum += s[j];
   sum += block_sum;
   for (size_t j = 0; j < visible; ++j) {
     const float w = s[j];

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -522,6 +523,55 @@ TEST_P(KernelProduct, Int8ActivationErrorIsBounded) {
       const size_t k = b * rows + r;
       ASSERT_NEAR(y[k], exact.y[k], bound + tolerance(exact.mass[k], cols)) << "row " << r << " vector " << b;
     }
+  }
+}
+
+// Several products with one x (q/k/v): each y equals that product's own matmul to the bit, whether x
+// is quantized once for all (same type; rows not a multiple of the row tile; stored and panels16
+// layouts mixed) or the types differ (one matmul each), with and without a pool.
+TEST_P(KernelProduct, ProductsWithTheSameInputMatchTheirOwnMatmul) {
+  std::mt19937 rng(10);
+  const size_t cols = col_counts().back();
+  const size_t rows[] = {64, 16, 53};
+  std::vector<std::vector<uint8_t>> w;
+  std::vector<Layout> layouts;
+  for (size_t i = 0; i < 3; ++i) {
+    w.push_back(random_weights(type_, rows[i], cols, rng));
+    layouts.push_back(i == 2 ? preferred_layout(type_, rows[i]) : Layout::rows);
+    pack_weights(type_, layouts[i], w[i].data(), rows[i], cols);
+  }
+  ThreadPool pool(2);
+  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    for (size_t batch : {1, 3, 8, 13}) {
+      const std::vector<float> x = random_floats(batch * cols, rng);
+      std::vector<std::vector<float>> alone(3), together(3);
+      std::vector<Product> products;
+      for (size_t i = 0; i < 3; ++i) {
+        alone[i].assign(batch * rows[i], NAN);
+        together[i].assign(batch * rows[i], NAN);
+        matmul(type_, layouts[i], w[i].data(), rows[i], cols, x.data(), batch, alone[i].data(), p);
+        products.push_back({type_, layouts[i], w[i].data(), rows[i], together[i].data()});
+      }
+      matmul(products, cols, x.data(), batch, p);
+      for (size_t i = 0; i < 3; ++i)
+        for (size_t k = 0; k < alone[i].size(); ++k)
+          ASSERT_EQ(bits(together[i][k]), bits(alone[i][k])) << "product " << i << " batch " << batch << " output " << k;
+    }
+  }
+  if (!int8_type(type_)) return;
+  // a product of another type next to this one: computed on its own, same bits
+  const DType other = type_ == DType::q6_k ? DType::q4_k : DType::q6_k;
+  const size_t ocols = std::lcm(dtype_info(type_).block_size, dtype_info(other).block_size);
+  const std::vector<uint8_t> wa = random_weights(type_, 32, ocols, rng), wb = random_weights(other, 32, ocols, rng);
+  const std::vector<float> x = random_floats(2 * ocols, rng);
+  std::vector<float> ya(64), yb(64), ya1(64), yb1(64);
+  const Product mixed[] = {{type_, Layout::rows, wa.data(), 32, ya.data()}, {other, Layout::rows, wb.data(), 32, yb.data()}};
+  matmul(mixed, ocols, x.data(), 2, &pool);
+  matmul(type_, wa.data(), 32, ocols, x.data(), 2, ya1.data(), &pool);
+  matmul(other, wb.data(), 32, ocols, x.data(), 2, yb1.data(), &pool);
+  for (size_t k = 0; k < 64; ++k) {
+    ASSERT_EQ(bits(ya[k]), bits(ya1[k])) << k;
+    ASSERT_EQ(bits(yb[k]), bits(yb1[k])) << k;
   }
 }
 

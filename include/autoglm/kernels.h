@@ -98,6 +98,19 @@ void pack_weights(DType type, Layout layout, void* w, size_t rows, size_t cols);
 void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
             float* y, ThreadPool* pool);
 
+// Several products with the same x, [batch][cols] (the q/k/v projections; gate and up): where their
+// types quantize activations the same way (Q8_0, Q4_0, Q4_K, Q6_K: one type for all, in practice),
+// x is quantized once for all of them and their rows are split across the pool in one run; otherwise
+// one matmul each. Each y is bit-identical to what matmul on that product alone gives.
+struct Product {
+  DType type;
+  Layout layout;
+  const void* w;  // rows x cols weights of `type` in `layout`
+  size_t rows;
+  float* y;       // [batch][rows]
+};
+void matmul(std::span<const Product> products, size_t cols, const float* x, size_t batch, ThreadPool* pool);
+
 // ---- activations ----
 
 // SwiGLU's elementwise step: out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^x to

@@ -14,6 +14,8 @@ void matmul(const model::Matrix& w, const float* x, size_t n, float* y, kernels:
   kernels::matmul(w.type, w.layout, w.data, w.rows, w.cols, x, n, y, &pool);
 }
 
+kernels::Product product(const model::Matrix& w, float* y) { return {w.type, w.layout, w.data, w.rows, y}; }
+
 void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) {
   double ss = 0;
   for (size_t i = 0; i < d; ++i) ss += double{x[i]} * x[i];
@@ -150,8 +152,8 @@ void Engine::ffn(const model::Layer& l, size_t n) {
       }
     });
   } else {
-    matmul(l.w_gate, h_.data(), n, gate_up_.data(), pool_);
-    matmul(l.w_up, h_.data(), n, act_.data(), pool_);
+    const kernels::Product gate_up[] = {product(l.w_gate, gate_up_.data()), product(l.w_up, act_.data())};
+    kernels::matmul(gate_up, c.d_model, h_.data(), n, &pool_);
     pool_.run(n * f, kActGrain, [&](size_t begin, size_t end) {
       kernels::swiglu(gate_up_.data() + begin, act_.data() + begin, act_.data() + begin, end - begin);
     });
@@ -202,9 +204,8 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
     // attention rmsnorm
     for_each_token(n, [&](size_t i) { rmsnorm(x_.data() + i * d, l.attn_norm.data(), h_.data() + i * d, d, c.rms_eps); });
     // qkv projections (+ bias)
-    matmul(l.wq, h_.data(), n, q_.data(), pool_);
-    matmul(l.wk, h_.data(), n, k_.data(), pool_);
-    matmul(l.wv, h_.data(), n, v_.data(), pool_);
+    const kernels::Product qkv[] = {product(l.wq, q_.data()), product(l.wk, k_.data()), product(l.wv, v_.data())};
+    kernels::matmul(qkv, d, h_.data(), n, &pool_);
     add_bias(q_.data(), l.bq, n);
     add_bias(k_.data(), l.bk, n);
     add_bias(v_.data(), l.bv, n);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 #include <vector>
 
@@ -140,10 +141,28 @@ bool worth_threads(const ThreadPool* pool, size_t rows, size_t cols, size_t batc
 // microseconds of redundant work in parallel instead of the same time serial, with the pool idle.
 constexpr size_t kSharedQuantizeBatch = 8;
 
+// Several products of quantized weights with the same activations, as one row space: product i
+// covers rows [offset, offset + job.rows), offsets rounded up to kQRowTile so that every range a
+// chunk hands to a product starts at a multiple of it.
+struct QProduct {
+  QJob job;  // acts set per call
+  QRows fn;
+  size_t offset;
+};
+
+void run_products(const std::vector<QProduct>& products, const QActs* acts, size_t begin, size_t end) {
+  for (const QProduct& p : products) {
+    const size_t lo = std::max(begin, p.offset), hi = std::min(end, p.offset + p.job.rows);
+    if (lo >= hi) continue;
+    QJob job = p.job;
+    job.acts = acts;
+    p.fn(job, lo - p.offset, hi - p.offset);
+  }
+}
+
 // One call whose threads each quantize the activations (x: batch x cols floats) for themselves.
 struct OwnActsCall {
-  QJob job;  // acts unset
-  QRows fn;
+  const std::vector<QProduct>* products;
   const float* x;
   size_t batch;
   uint64_t id;  // distinct per call: a thread quantizes once per call, in its first chunk
@@ -153,40 +172,58 @@ struct OwnActsCall {
     thread_local uint64_t quantized_call = 0;
     thread_local const QActs* acts = nullptr;
     if (quantized_call != id) {
-      acts = &storage.prepare(job.type, job.cols, batch);
+      const QJob& first = products->front().job;
+      acts = &storage.prepare(first.type, first.cols, batch);
       storage.quantize(x, 0, batch);
       quantized_call = id;
     }
-    QJob mine = job;
-    mine.acts = acts;
-    fn(mine, begin, end);
+    run_products(*products, acts, begin, end);
   }
 };
 
-// Quantized weights: activations to int8 first (once per call), then integer dot products.
-void qmatmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
-             float* y, ThreadPool* pool) {
+// The products share one quantized form of x when their types quantize activations alike.
+bool same_activations(DType a, DType b) {
+  const QFormat fa = qformat(a), fb = qformat(b);
+  return is_int8_type(a) && is_int8_type(b) && fa.group == fb.group && fa.zero == fb.zero;
+}
+
+// Quantized weights: activations to int8 first (once per call for every product), then integer dot
+// products, the rows of all products split across the pool in one run.
+void qmatmul(std::span<const Product> ps, size_t cols, const float* x, size_t batch, ThreadPool* pool) {
   static std::atomic<uint64_t> calls{0};
-  const QRows fn = select_qrows(type, layout);
-  const QJob job{type, static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols, nullptr, y};
-  if (worth_threads(pool, rows, cols, batch, kQRowTile) && batch < kSharedQuantizeBatch) {
-    const OwnActsCall call{job, fn, x, batch, ++calls};
-    pool->run(rows, kQRowTile, [&call](size_t begin, size_t end) { call.run_rows(begin, end); });
+  thread_local std::vector<QProduct> products;  // read by the workers during this call only
+  products.clear();
+  size_t total = 0;
+  for (const Product& p : ps) {
+    if (p.rows == 0) continue;
+    products.push_back({QJob{p.type, static_cast<const uint8_t*>(p.w), row_bytes(p.type, cols), p.rows, cols, nullptr, p.y},
+                        select_qrows(p.type, p.layout), total});
+    total += (p.rows + kQRowTile - 1) / kQRowTile * kQRowTile;
+  }
+  if (products.empty()) return;
+  if (worth_threads(pool, total, cols, batch, kQRowTile) && batch < kSharedQuantizeBatch) {
+    const OwnActsCall call{&products, x, batch, ++calls};
+    pool->run(total, kQRowTile, [&call](size_t begin, size_t end) { call.run_rows(begin, end); });
     return;
   }
   thread_local QActsStorage caller_storage;
   QActsStorage* storage = &caller_storage;  // the workers must use this thread's, not their own
-  const QActs& acts = storage->prepare(type, cols, batch);
+  const QActs& acts = storage->prepare(products.front().job.type, cols, batch);
   if (pool && pool->size() > 1 && batch >= kSharedQuantizeBatch)
     pool->run(batch, 1, [storage, x](size_t begin, size_t end) { storage->quantize(x, begin, end); });
   else
     storage->quantize(x, 0, batch);
-  QJob shared = job;
-  shared.acts = &acts;
-  if (worth_threads(pool, rows, cols, batch, kQRowTile))
-    pool->run(rows, kQRowTile, [&shared, fn](size_t begin, size_t end) { fn(shared, begin, end); });
+  const QActs* shared = &acts;
+  const std::vector<QProduct>* list = &products;  // this thread's: a worker naming `products` gets its own
+  if (worth_threads(pool, total, cols, batch, kQRowTile))
+    pool->run(total, kQRowTile, [list, shared](size_t begin, size_t end) { run_products(*list, shared, begin, end); });
   else
-    fn(shared, 0, rows);
+    run_products(products, shared, 0, total);
+}
+
+void check_product(const Product& p) {
+  if (p.layout != Layout::rows && !panel_format(p.type))
+    throw std::invalid_argument("matmul: this weight type has no panels16 layout");
 }
 
 }  // namespace
@@ -194,7 +231,10 @@ void qmatmul(DType type, Layout layout, const void* w, size_t rows, size_t cols,
 void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
             ThreadPool* pool) {
   if (rows == 0 || batch == 0) return;
-  if (is_int8_type(type)) return qmatmul(type, Layout::rows, w, rows, cols, x, batch, y, pool);
+  if (is_int8_type(type)) {
+    const Product p{type, Layout::rows, w, rows, y};
+    return qmatmul(std::span(&p, 1), cols, x, batch, pool);
+  }
   const MatmulJob job{select_row_dot(type), static_cast<const uint8_t*>(w), row_bytes(type, cols), rows, cols,
                       batch, x, y};
   // A lambda holding one pointer fits std::function's inline buffer: no allocation per call.
@@ -207,9 +247,19 @@ void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x,
 void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, const float* x, size_t batch,
             float* y, ThreadPool* pool) {
   if (layout == Layout::rows) return matmul(type, w, rows, cols, x, batch, y, pool);
-  if (!panel_format(type)) throw std::invalid_argument("matmul: this weight type has no panels16 layout");
+  const Product p{type, layout, w, rows, y};
+  check_product(p);
   if (rows == 0 || batch == 0) return;
-  qmatmul(type, layout, w, rows, cols, x, batch, y, pool);
+  qmatmul(std::span(&p, 1), cols, x, batch, pool);
+}
+
+void matmul(std::span<const Product> products, size_t cols, const float* x, size_t batch, ThreadPool* pool) {
+  for (const Product& p : products) check_product(p);
+  if (batch == 0 || products.empty()) return;
+  const bool shared = std::all_of(products.begin(), products.end(),
+                                  [&](const Product& p) { return same_activations(p.type, products[0].type); });
+  if (shared) return qmatmul(products, cols, x, batch, pool);
+  for (const Product& p : products) matmul(p.type, p.layout, p.w, p.rows, cols, x, batch, p.y, pool);
 }
 
 void matvec(DType type, const void* w, size_t rows, size_t cols, const float* x, float* y, ThreadPool* pool) {

@@ -613,11 +613,7 @@ AUTOGLM_VNNI void quantize_block_lanes(const float* x, int8_t* q, float& dx, flo
   const __m512 lo = _mm512_loadu_ps(x), hi = _mm512_loadu_ps(x + 16);
   __m512 amax = _mm512_max_ps(_mm512_abs_ps(lo), _mm512_setzero_ps());
   amax = _mm512_max_ps(_mm512_abs_ps(hi), amax);
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, amax);
-  float m = 0;
-  for (float v : lanes) m = std::max(m, v);
-  dx = m / 127.0f;
+  dx = _mm512_reduce_max_ps(amax) / 127.0f;  // no NaN left in amax
   const __m512 id = _mm512_set1_ps(dx != 0 ? 1.0f / dx : 0.0f);
   int32_t sums[2];
   const __m512 halves[2] = {lo, hi};
@@ -626,11 +622,7 @@ AUTOGLM_VNNI void quantize_block_lanes(const float* x, int8_t* q, float& dx, flo
     v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
     const __m512i qi = _mm512_cvtps_epi32(v);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * h), _mm512_cvtepi32_epi8(qi));
-    alignas(64) int32_t ints[16];
-    _mm512_store_si512(ints, qi);
-    int32_t s = 0;
-    for (int32_t i : ints) s += i;
-    sums[h] = s;
+    sums[h] = _mm512_reduce_add_epi32(qi);
   }
   t = dx * static_cast<float>(sums[0] + sums[1]);
   sum16[0] = sums[0];

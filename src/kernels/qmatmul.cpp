@@ -121,6 +121,8 @@ void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
   QuantizeBlock quantize_block = quantize_block_scalar;
   if (active_isa() == Isa::avx512)
     if (QuantizeBlock f = quantize_block_avx512()) quantize_block = f;
+  if (active_isa() == Isa::avx2)
+    if (QuantizeBlock f = quantize_block_avx2()) quantize_block = f;
   for (size_t b = begin; b < end; ++b) {
     for (size_t i = 0; i < blocks; ++i) {
       int32_t sum16[2];

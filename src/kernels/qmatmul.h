@@ -50,6 +50,7 @@ struct QActs {
 using QuantizeBlock = void (*)(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16);
 void quantize_block_scalar(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16);
 QuantizeBlock quantize_block_avx512();  // nullptr when the build or the CPU has no AVX-512 BW
+QuantizeBlock quantize_block_avx2();    // nullptr when the build has no x86 SIMD path
 
 // Owns the arrays of a QActs; reused from call to call (grows, never shrinks).
 class QActsStorage {

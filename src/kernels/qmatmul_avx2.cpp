@@ -170,7 +170,44 @@ AUTOGLM_AVX2 void rows(const QJob& job, size_t r0, size_t r1) {
   if (full < r1) qrows_scalar(job, full, r1);
 }
 
+AUTOGLM_AVX2 int32_t sum_lanes(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+// quantize_block_scalar with 8 lanes, NaNs handled as in qmatmul_avx512.cpp's (max_ps returns its
+// second operand when either is NaN; cvtps rounds to nearest even).
+AUTOGLM_AVX2 void quantize_block_lanes(const float* x, int8_t* q, float& dx, float& t, int32_t* sum16) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v[4], amax = _mm256_setzero_ps();
+  for (size_t i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(x + 8 * i);
+    amax = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), amax);
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  dx = _mm_cvtss_f32(m) / 127.0f;
+  const __m256 id = _mm256_set1_ps(dx != 0 ? 1.0f / dx : 0.0f);
+  __m256i qi[4];
+  for (size_t i = 0; i < 4; ++i) {
+    const __m256 c = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], id), _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    qi[i] = _mm256_cvtps_epi32(c);
+  }
+  // int32 -> int8 (no saturation reached: |q| <= 127), packs interleave 128-bit lanes: put them back
+  const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                      _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  sum16[0] = sum_lanes(_mm256_add_epi32(qi[0], qi[1]));
+  sum16[1] = sum_lanes(_mm256_add_epi32(qi[2], qi[3]));
+  t = dx * static_cast<float>(sum16[0] + sum16[1]);
+}
+
 }  // namespace
+
+QuantizeBlock quantize_block_avx2() { return quantize_block_lanes; }
 
 QRows qrows_avx2(DType type) {
   switch (type) {
@@ -188,6 +225,7 @@ QRows qrows_avx2(DType type) {
 
 namespace autoglm::kernels {
 QRows qrows_avx2(DType) { return nullptr; }
+QuantizeBlock quantize_block_avx2() { return nullptr; }
 }  // namespace autoglm::kernels
 
 #endif

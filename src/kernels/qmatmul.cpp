@@ -116,13 +116,26 @@ const QActs& QActsStorage::prepare(DType type, size_t cols, size_t batch) {
   return acts_;
 }
 
+namespace {
+
+QuantizeBlock select_quantize_block() {
+  switch (active_isa()) {
+    case Isa::avx512:
+      if (QuantizeBlock f = quantize_block_avx512()) return f;
+      [[fallthrough]];
+    case Isa::avx2:
+      if (QuantizeBlock f = quantize_block_avx2()) return f;
+      [[fallthrough]];
+    case Isa::scalar: break;
+  }
+  return quantize_block_scalar;
+}
+
+}  // namespace
+
 void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
   const size_t cols = acts_.cols, blocks = cols / kActBlock, per_block = kActBlock / acts_.group;
-  QuantizeBlock quantize_block = quantize_block_scalar;
-  if (active_isa() == Isa::avx512)
-    if (QuantizeBlock f = quantize_block_avx512()) quantize_block = f;
-  if (active_isa() == Isa::avx2)
-    if (QuantizeBlock f = quantize_block_avx2()) quantize_block = f;
+  const QuantizeBlock quantize_block = select_quantize_block();
   for (size_t b = begin; b < end; ++b) {
     for (size_t i = 0; i < blocks; ++i) {
       int32_t sum16[2];

@@ -840,19 +840,20 @@ TEST(KernelActivation, SwigluMatchesSiluOnEveryPath) {
   }
 }
 
-// Attention against a double-precision softmax: several queries with different visible lengths
-// (crossing key blocks), odd head sizes, every path.
+// Attention against a double-precision softmax: queries with different visible lengths (crossing
+// key blocks) and runs of equal ones (the kernels take those two at a time), head sizes that are not
+// a multiple of the vector width or exceed 128, every path.
 TEST(KernelAttention, MatchesNaiveSoftmaxOnEveryPath) {
   IsaGuard guard;
   std::mt19937 rng(12);
-  for (size_t hd : {8, 33, 128}) {
+  for (size_t hd : {8, 33, 128, 200}) {
     const size_t n_kv = 150;
     std::vector<uint16_t> k(n_kv * hd), v(n_kv * hd);
     for (uint16_t& h : k) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
     for (uint16_t& h : v) h = f32_to_f16(std::normal_distribution<float>(0, 1)(rng));
     std::vector<const void*> k_rows(n_kv), v_rows(n_kv);
     for (size_t p = 0; p < n_kv; ++p) k_rows[p] = k.data() + p * hd, v_rows[p] = v.data() + p * hd;
-    const std::vector<size_t> visible = {1, 2, 63, 64, 65, 100, 150};
+    const std::vector<size_t> visible = {1, 2, 2, 63, 64, 65, 65, 100, 17, 150, 150, 150};
     const std::vector<float> q = random_floats(visible.size() * hd, rng, 2.0f);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (Isa isa : kAllIsas) {

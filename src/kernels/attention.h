@@ -1,6 +1,6 @@
 #pragma once
 // Internal to the kernels module: the arguments of one attention call as the per-ISA bodies
-// (attention_impl.h) see them.
+// (attention_generic.cpp, attention_simd.h) see them.
 #include "autoglm/kernels.h"
 
 namespace autoglm::kernels {

@@ -1,7 +1,7 @@
 // exp(x) for x <= 0 to ~2 ulp, written to vectorize (no libm call): x = n ln2 + r, |r| <= ln2/2,
 // exp(r) by a degree-6 polynomial, 2^n by building the float's exponent. Below -87, e^-87 (~1.6e-38).
 //
-// No include guard and no includes: a per-ISA body (attention_impl.h, activation.cpp) includes it
+// No include guard and no includes: a per-ISA body (attention_generic.cpp, attention_simd.h, activation.cpp) includes it
 // inside its own namespace, after <cstdint> and <cstring>, so that every instruction set gets its own
 // copy compiled for it.
 inline float exp_nonpositive(float x) {

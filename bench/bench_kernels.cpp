@@ -7,6 +7,9 @@
 //                                     columns (default 8192)
 //   matmul/TYPE[/panels16]/batch:B/threads:T  4096 x 4096 weights times B vectors, best ISA; items = flops
 //   pool_run/threads:T                one ThreadPool::run with a trivial job: the fixed cost per matvec
+//   attention/ISA/keys:N              one kernels::attention call as a decode step of the 1 B model makes
+//                                     it: 8 query heads of one KV head, head_dim 128, N cached f16 keys;
+//                                     items = flops (4 x heads x N x head_dim)
 //
 // bytes_per_second is weight bytes (Google Benchmark prints it in GiB/s as "G/s").
 // AUTOGLM_BENCH_HUGEPAGES=1 backs the large buffers with transparent huge pages (madvise).
@@ -218,6 +221,36 @@ void BM_matmul(benchmark::State& state, k::DType type, k::Layout layout, size_t 
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * w.size()));
 }
 
+void BM_attention(benchmark::State& state, k::Isa isa, size_t keys) {
+  if (isa > k::detected_isa()) {
+    state.SkipWithError("this CPU lacks the ISA");
+    return;
+  }
+  constexpr size_t heads = 8, hd = 128, kv_heads = 2;  // rows interleave two KV heads, as the cache does
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> row(kv_heads * hd), q(heads * hd), out(heads * hd);
+  std::vector<uint16_t> k_cache(keys * kv_heads * hd), v_cache(keys * kv_heads * hd);
+  for (std::vector<uint16_t>* cache : {&k_cache, &v_cache})
+    for (size_t p = 0; p < keys; ++p) {
+      for (float& f : row) f = normal(rng);
+      k::quantize_row(k::DType::f16, row.data(), cache->data() + p * row.size(), row.size());
+    }
+  for (float& f : q) f = normal(rng);
+  std::vector<const void*> k_rows(keys), v_rows(keys);
+  for (size_t p = 0; p < keys; ++p) k_rows[p] = &k_cache[p * row.size()], v_rows[p] = &v_cache[p * row.size()];
+  std::vector<k::AttentionQuery> queries;
+  for (size_t h = 0; h < heads; ++h) queries.push_back({&q[h * hd], &out[h * hd], keys});
+  k::set_isa(isa);
+  for (auto _ : state) {
+    k::attention(queries, hd, k::DType::f16, k_rows.data(), v_rows.data(), 0.088f);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  k::set_isa(k::detected_isa());
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * 4 * heads * keys * hd));
+}
+
 void BM_pool_run(benchmark::State& state) {
   k::ThreadPool pool(static_cast<int>(state.range(0)));
   std::atomic<size_t> sink{0};
@@ -269,6 +302,11 @@ int main(int argc, char** argv) {
       }
     }
   }
+  for (k::Isa isa : isas)
+    for (size_t keys : {16, 80, 512, 2048}) {
+      const std::string name = std::string("attention/") + k::isa_name(isa) + "/keys:" + std::to_string(keys);
+      benchmark::RegisterBenchmark(name.c_str(), BM_attention, isa, keys)->Unit(benchmark::kMicrosecond);
+    }
   benchmark::RegisterBenchmark("pool_run", BM_pool_run)
       ->ArgName("threads")
       ->DenseRange(1, threads_max, 1)

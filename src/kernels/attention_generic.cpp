@@ -14,7 +14,7 @@ namespace {
 
 constexpr size_t kKeyBlock = 64;
 
-#include "exp_impl.h"
+#include "online_softmax_impl.h"
 
 struct KeyBlock {
   float kt[kAttentionMaxHeadDim * kKeyBlock];  // keys transposed: kt[d * kKeyBlock + j]
@@ -45,22 +45,8 @@ void attend_block(const AttentionArgs& a, const float* q, size_t visible, KeyBlo
     const float* kd = b.kt + d * kKeyBlock;
     for (size_t j = 0; j < kKeyBlock; ++j) s[j] += qd * kd[j];
   }
-  float block_max = -__builtin_inff();
-  for (size_t j = 0; j < visible; ++j) {
-    s[j] *= a.scale;
-    block_max = s[j] > block_max ? s[j] : block_max;
-  }
-  if (block_max > max_score) {
-    const float correction = exp_nonpositive(max_score - block_max);  // 0 when max_score is -inf
-    sum *= correction;
-    for (size_t d = 0; d < hd; ++d) acc[d] *= correction;
-    max_score = block_max;
-  }
-  // two loops: the exps vectorize, the in-order sum could not (no -ffast-math) and would keep them scalar
-  for (size_t j = 0; j < visible; ++j) s[j] = exp_nonpositive(s[j] - max_score);
-  float block_sum = 0;
-  for (size_t j = 0; j < visible; ++j) block_sum += s[j];
-  sum += block_sum;
+  const float correction = softmax_block(s, visible, a.scale, max_score, sum);
+  for (size_t d = 0; d < hd; ++d) acc[d] *= correction;
   for (size_t j = 0; j < visible; ++j) {
     const float w = s[j];
     const float* vj = b.v + j * hd;
@@ -71,11 +57,7 @@ void attend_block(const AttentionArgs& a, const float* q, size_t visible, KeyBlo
 void attend(const AttentionArgs& a, KeyBlock& b) {
   size_t n_kv = 0;
   for (size_t i = 0; i < a.n_queries; ++i) n_kv = a.queries[i].visible > n_kv ? a.queries[i].visible : n_kv;
-  for (size_t i = 0; i < a.n_queries; ++i) {
-    a.max_score[i] = -__builtin_inff();
-    a.sum[i] = 0;
-    for (size_t d = 0; d < a.head_dim; ++d) a.queries[i].out[d] = 0.0f;
-  }
+  start_queries(a);
   for (size_t p0 = 0; p0 < n_kv; p0 += kKeyBlock) {
     const size_t count = n_kv - p0 < kKeyBlock ? n_kv - p0 : kKeyBlock;
     load_block(a, p0, count, b);
@@ -86,11 +68,7 @@ void attend(const AttentionArgs& a, KeyBlock& b) {
       attend_block(a, q.q, visible, b, a.max_score[i], a.sum[i], q.out);
     }
   }
-  for (size_t i = 0; i < a.n_queries; ++i) {
-    const AttentionQuery& q = a.queries[i];
-    const float inv = a.sum[i] > 0 ? 1.0f / a.sum[i] : 0.0f;
-    for (size_t d = 0; d < a.head_dim; ++d) q.out[d] *= inv;
-  }
+  finish_queries(a);
 }
 
 }  // namespace

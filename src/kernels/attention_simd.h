@@ -5,7 +5,7 @@
 //    two queries at a time accumulate q[d] * kt[d] over d into 2 x S::kScoreVectors key vectors;
 //  - values: a query's output row (S::kOutVectors vectors at a time) stays in registers while the
 //    block's values are added in, two queries of the same length at a time sharing each value load.
-// The softmax steps between them are plain loops (exp_impl.h) that the compiler vectorizes.
+// The softmax steps between them are plain loops (online_softmax_impl.h) that the compiler vectorizes.
 //
 // No include guard: attention_avx512.cpp and attention_avx2.cpp include it inside their own anonymous
 // namespace, under their `#pragma GCC target`, after defining `S`, the vector operations of their
@@ -17,7 +17,7 @@
 // Everything here has internal linkage and uses no standard-library templates: no code compiled for
 // a wide ISA may be shared (as an inline/template instance) with code that runs on a CPU without it.
 
-#include "exp_impl.h"
+#include "online_softmax_impl.h"
 
 constexpr size_t kKeyBlock = 64;  // keys per block
 
@@ -87,29 +87,6 @@ void scores_of_block(const float* kt, const float* const* q, size_t hd, size_t v
   }
 }
 
-// The online softmax update of one query for `visible` (>= 1) scores s: s becomes the weights
-// exp(score - max), sum and max_score are updated; returns the factor the output row must be
-// multiplied by (1 when the maximum did not move).
-float softmax_block(float* s, size_t visible, float scale, float& max_score, float& sum) {
-  float block_max = -__builtin_inff();
-  for (size_t j = 0; j < visible; ++j) {
-    s[j] *= scale;
-    block_max = s[j] > block_max ? s[j] : block_max;
-  }
-  float correction = 1.0f;
-  if (block_max > max_score) {
-    correction = exp_nonpositive(max_score - block_max);  // ~0 when max_score is -inf
-    sum *= correction;
-    max_score = block_max;
-  }
-  // two loops: the exps vectorize, the in-order sum could not (no -ffast-math)
-  for (size_t j = 0; j < visible; ++j) s[j] = exp_nonpositive(s[j] - max_score);
-  float block_sum = 0;
-  for (size_t j = 0; j < visible; ++j) block_sum += s[j];
-  sum += block_sum;
-  return correction;
-}
-
 // out_i[d0 .. d0 + kLanes NC) = out_i * correction_i + sum_j w_i[j] * v[j] for NQ queries; the
 // last vector holds `tail` valid floats.
 template <size_t NQ, size_t NC>
@@ -173,11 +150,7 @@ void attend(const AttentionArgs& a, Block& b) {
   const size_t width = round_up(a.head_dim, S::kLanes);
   size_t n_kv = 0;
   for (size_t i = 0; i < a.n_queries; ++i) n_kv = a.queries[i].visible > n_kv ? a.queries[i].visible : n_kv;
-  for (size_t i = 0; i < a.n_queries; ++i) {
-    a.max_score[i] = -__builtin_inff();
-    a.sum[i] = 0;
-    std::memset(a.queries[i].out, 0, a.head_dim * sizeof(float));
-  }
+  start_queries(a);
   for (size_t p0 = 0; p0 < n_kv; p0 += kKeyBlock) {
     const size_t count = smaller(n_kv - p0, kKeyBlock);
     load_block(a, p0, count, width, b);
@@ -194,9 +167,5 @@ void attend(const AttentionArgs& a, Block& b) {
       }
     }
   }
-  for (size_t i = 0; i < a.n_queries; ++i) {
-    const AttentionQuery& q = a.queries[i];
-    const float inv = a.sum[i] > 0 ? 1.0f / a.sum[i] : 0.0f;
-    for (size_t d = 0; d < a.head_dim; ++d) q.out[d] *= inv;
-  }
+  finish_queries(a);
 }

@@ -12,7 +12,7 @@
 // instruction set:
 //   V; kLanes (floats per V); kScoreVectors, kOutVectors (accumulators per query, as the register
 //   file allows); zero(); load(p) (aligned); loadu(p); load_first(p, n) / store_first(p, n, v) (the
-//   first n lanes, the rest zero / untouched); store(p, v) (aligned); set1(f); fmadd(a, b, c);
+//   first n lanes, the rest zero / untouched); store(p, v) (aligned); storeu(p, v); set1(f); fmadd(a, b, c);
 //   mul(a, b); transpose(V (&r)[kLanes]) (r[i][j] becomes r[j][i]).
 // Everything here has internal linkage and uses no standard-library templates: no code compiled for
 // a wide ISA may be shared (as an inline/template instance) with code that runs on a CPU without it.

@@ -1,7 +1,8 @@
 // The CUDA decode product on the benchmark models' matrices: every matrix of one decode step (all
-// layers' q, k, v, o, gate+up, down and the output projection, random weights, each at its own
+// layers' q+k+v, o, gate+up, down and the output projection, random weights, each at its own
 // address so nothing is re-read from L2), timed with CUDA events, against the device-to-device copy
-// bandwidth. Prints a table; needs a GPU (says why not and exits 0 without one, as on CI).
+// bandwidth. Activations are quantized once before timing (a decode step quantizes 4 vectors per
+// layer, a few microseconds each). Prints a table; needs a GPU (says why not and exits 0 without one, as on CI).
 //
 //   bench_cuda [--shape 1b|9b|all] [--reps N]
 #include <cstdio>
@@ -28,7 +29,7 @@ constexpr Shape k1B{"1B (bench model)", 2048, 16, 16, 2, 128, 6912, 32000};
 constexpr Shape k9B{"9B (GLM-4-9B shape)", 4096, 40, 32, 2, 128, 13696, 151552};
 
 struct Matrix {
-  std::string kind;  // q, k, v, o, gate_up, down, output
+  std::string kind;  // qkv, o, gate_up, down, output
   cuda::DeviceWeights w;
 };
 
@@ -68,9 +69,15 @@ std::vector<Matrix> upload_step(const Shape& s, DType target) {
   };
   for (size_t l = 0; l < s.layers; ++l) {
     const std::string blk = "blk." + std::to_string(l) + ".";
-    add("q", blk + "attn_q.weight", s.heads * s.head_dim, s.d_model);
-    add("k", blk + "attn_k.weight", s.kv_heads * s.head_dim, s.d_model);
-    add("v", blk + "attn_v.weight", s.kv_heads * s.head_dim, s.d_model);
+    // q, k and v as one matrix where their types agree, as an engine uploads them (one product)
+    const std::string q = blk + "attn_q.weight", v = blk + "attn_v.weight";
+    const size_t kv = s.kv_heads * s.head_dim;
+    if (type_for(target, q, s.layers, s.d_model) == type_for(target, v, s.layers, s.d_model)) {
+      add("qkv", q, s.heads * s.head_dim + 2 * kv, s.d_model);
+    } else {
+      add("qkv", q, s.heads * s.head_dim + kv, s.d_model);  // q and k
+      add("qkv", v, kv, s.d_model);
+    }
     add("o", blk + "attn_output.weight", s.d_model, s.heads * s.head_dim);
     add("gate_up", blk + "ffn_up.weight", 2 * s.ffn, s.d_model);
     add("down", blk + "ffn_down.weight", s.d_model, s.ffn);
@@ -93,6 +100,9 @@ void run(const Shape& s, DType target, const char* target_name, double copy, int
   for (float& f : x) f = normal(rng);
   cuda::DeviceArray dx(max_cols * sizeof(float)), dy(max_rows * sizeof(float));
   dx.upload(x.data(), x.size() * sizeof(float));
+  cuda::DeviceActivations by_d_model, by_ffn;  // the two input widths, quantized once (not timed)
+  by_d_model.quantize(dx.as<const float>(), s.d_model);
+  by_ffn.quantize(dx.as<const float>(), s.ffn);
   auto time_kind = [&](const std::string& kind, size_t& kind_bytes) {
     kind_bytes = 0;
     for (const Matrix& m : step)
@@ -100,13 +110,14 @@ void run(const Shape& s, DType target, const char* target_name, double copy, int
     return cuda::mean_ms(
         [&] {
           for (const Matrix& m : step)
-            if (kind.empty() || m.kind == kind) cuda::matvec(m.w, dx.as<const float>(), dy.as<float>());
+            if (kind.empty() || m.kind == kind)
+              cuda::matvec(m.w, m.w.cols == s.ffn ? by_ffn : by_d_model, dy.as<float>());
         },
         reps);
   };
   std::printf("\n%s, %s: %.2f GB of weights per decode step\n", s.name, target_name, static_cast<double>(bytes) / 1e9);
   std::printf("  %-8s %10s %9s %10s %9s\n", "matrices", "MB", "ms", "GB/s", "of copy");
-  for (const char* kind : {"q", "k", "v", "o", "gate_up", "down", "output", ""}) {
+  for (const char* kind : {"qkv", "o", "gate_up", "down", "output", ""}) {
     size_t kind_bytes = 0;
     const double ms = time_kind(kind, kind_bytes);
     const double mb = static_cast<double>(kind_bytes) / 1e6, gbps = mb / ms;

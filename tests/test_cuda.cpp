@@ -1,8 +1,9 @@
-// The CUDA backend's matvec against a double-precision product of the dequantized weights, for
-// every supported type and odd shapes. Skipped, with the reason, where no GPU can be used (CI); the
-// lent GPU machine runs them for real.
+// The CUDA backend's matvec against a double-precision product of the dequantized weights and the
+// activations quantized as the CPU kernels quantize them, for every supported type and odd shapes.
+// Skipped, with the reason, where no GPU can be used (CI); the lent GPU machine runs them for real.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -34,6 +35,20 @@ std::vector<float> random_floats(size_t n, std::mt19937& rng, float scale) {
   return v;
 }
 
+// x as the int8 activations the kernels multiply: per block of 32, d = max|x| / 127 and
+// q = round-half-even(x * (1 / d)), returned dequantized (d * q).
+std::vector<double> quantized_activations(const std::vector<float>& x) {
+  std::vector<double> out(x.size());
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float amax = 0;
+    for (size_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (size_t i = b; i < b + 32; ++i)
+      out[i] = static_cast<double>(d) * std::clamp(std::nearbyint(x[i] * id), -127.0f, 127.0f);
+  }
+  return out;
+}
+
 }  // namespace
 
 TEST(Cuda, MatvecMatchesDequantizedWeights) {
@@ -55,19 +70,22 @@ TEST(Cuda, MatvecMatchesDequantizedWeights) {
     const cuda::DeviceWeights dw = cuda::upload_weights(c.type, stored.data(), c.rows, c.cols);
     cuda::DeviceArray dx(c.cols * sizeof(float)), dy(c.rows * sizeof(float));
     dx.upload(x.data(), c.cols * sizeof(float));
-    cuda::matvec(dw, dx.as<const float>(), dy.as<float>());
+    cuda::DeviceActivations qx;
+    qx.quantize(dx.as<const float>(), c.cols);
+    cuda::matvec(dw, qx, dy.as<float>());
     std::vector<float> y(c.rows);
     dy.download(y.data(), c.rows * sizeof(float));
 
+    const std::vector<double> xq = quantized_activations(x);
     std::vector<float> row(c.cols);
     for (size_t r = 0; r < c.rows; ++r) {
       kernels::dequantize_row(c.type, stored.data() + r * row_bytes, row.data(), c.cols);
       double want = 0, magnitude = 0;
       for (size_t i = 0; i < c.cols; ++i) {
-        want += static_cast<double>(row[i]) * x[i];
-        magnitude += std::fabs(static_cast<double>(row[i]) * x[i]);
+        want += row[i] * xq[i];
+        magnitude += std::fabs(row[i] * xq[i]);
       }
-      // f32 sums over at most a few thousand terms: a few ulp of the magnitude
+      // integer sums are exact; the float steps (one per group) round to a few ulp of the magnitude
       ASSERT_NEAR(y[r], want, 1e-5 * magnitude + 1e-6) << "row " << r;
     }
   }
@@ -79,9 +97,16 @@ TEST(Cuda, RejectsWhatItCannotCompute) {
   EXPECT_THROW(cuda::upload_weights(DType::f32, bytes.data(), 2, 64), Error);
   EXPECT_THROW(cuda::upload_weights(DType::q4_k, bytes.data(), 1, 128), Error);  // not a whole super-block
   EXPECT_THROW(cuda::upload_weights(DType::q8_0, bytes.data(), 0, 32), Error);
-  cuda::DeviceArray a(64);
-  EXPECT_THROW(a.upload(bytes.data(), 65), Error);
-  EXPECT_THROW(a.download(bytes.data(), 8, 60), Error);
+  cuda::DeviceArray a(256);
+  EXPECT_THROW(a.upload(bytes.data(), 257), Error);
+  EXPECT_THROW(a.download(bytes.data(), 8, 252), Error);
+  a.upload(bytes.data(), 256);  // zeros
+  cuda::DeviceActivations x;
+  EXPECT_THROW(x.quantize(a.as<const float>(), 8), Error);  // not a multiple of 32
+  x.quantize(a.as<const float>(), 32);
+  std::vector<uint8_t> q8(34 * 2);
+  const cuda::DeviceWeights w = cuda::upload_weights(DType::q8_0, q8.data(), 1, 64);
+  EXPECT_THROW(cuda::matvec(w, x, a.as<float>()), Error);  // 64 columns times 32 activations
 }
 
 TEST(Cuda, WithoutAGpuEveryCallSaysWhy) {

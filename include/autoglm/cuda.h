@@ -1,7 +1,7 @@
 #pragma once
 // The CUDA backend's building blocks: device memory, quantized weights uploaded once in a layout
 // made for coalesced 16-byte loads (still quantized: never expanded to f16/f32 on the device), and
-// the decode matrix-vector product that dequantizes in registers.
+// the decode matrix-vector product that dequantizes in registers and multiplies int8 activations.
 //
 // This header has no CUDA types, so any module can include it. In a binary built without nvcc, or
 // on a machine without an NVIDIA driver or GPU, unavailable_reason() says why and every other call
@@ -60,9 +60,25 @@ bool supports(kernels::DType type);
 // type's block). Q8_0, Q4_0, Q4_K, Q6_K; anything else throws Error naming the type.
 DeviceWeights upload_weights(kernels::DType type, const void* stored, size_t rows, size_t cols);
 
-// y = W x, y[r] = dot(W[r, :], x): x is cols floats and y rows floats in device memory. Queued on
-// the default stream; synchronize() (or a download) waits for it. Float activations, f32 sums.
-void matvec(const DeviceWeights& w, const float* x, float* y);
+// Activations quantized on the device the way the CPU kernels quantize them (src/kernels/qmatmul.h:
+// int8 per block of 32, d = max|x| / 127), so that the products are integer dot products. One
+// quantization serves every product with the same input (q, k and v; gate and up). Grows to the
+// largest vector it is given.
+class DeviceActivations {
+ public:
+  // x: `cols` floats in device memory, cols a multiple of 32. Queued on the default stream.
+  void quantize(const float* x, size_t cols);
+  size_t cols() const { return cols_; }
+
+ private:
+  friend void matvec(const DeviceWeights& w, const DeviceActivations& x, float* y);
+  DeviceArray q_, d_, sum16_;
+  size_t cols_ = 0;
+};
+
+// y = W x, y[r] = dot(W[r, :], x) for x quantized above (x.cols() must be w.cols); y is rows floats
+// in device memory. Queued on the default stream; synchronize() (or a download) waits for it.
+void matvec(const DeviceWeights& w, const DeviceActivations& x, float* y);
 void synchronize();
 
 // For benchmarks: the mean milliseconds of `work` (which queues device work) over `reps` runs,

@@ -36,8 +36,24 @@ DeviceWeights upload_weights(kernels::DType type, const void* stored, size_t row
   return w;
 }
 
-void matvec(const DeviceWeights& w, const float* x, float* y) {
+void DeviceActivations::quantize(const float* x, size_t cols) {
+  if (cols == 0 || cols % 32 != 0)
+    throw Error(kExitCheckFailed, "CUDA backend: activations of " + std::to_string(cols) +
+                                      " elements; a multiple of 32 is needed");
+  if (q_.bytes() < cols) {
+    q_ = DeviceArray(cols);
+    d_ = DeviceArray(cols / 32 * sizeof(float));
+    sum16_ = DeviceArray(cols / 16 * sizeof(int32_t));
+  }
+  cols_ = cols;
+  check(detail::launch_quantize(x, cols, {q_.as<int8_t>(), d_.as<float>(), sum16_.as<int32_t>()}), "quantize launch");
+}
+
+void matvec(const DeviceWeights& w, const DeviceActivations& x, float* y) {
   using kernels::DType;
+  if (x.cols() != w.cols)
+    throw Error(kExitCheckFailed, "CUDA backend: a matrix of " + std::to_string(w.cols) + " columns times a vector of " +
+                                      std::to_string(x.cols()));
   detail::MatvecType type;
   switch (w.type) {
     case DType::q8_0: type = detail::MatvecType::q8_0; break;
@@ -47,8 +63,9 @@ void matvec(const DeviceWeights& w, const float* x, float* y) {
     default:
       throw Error(kExitNotImplemented, std::string("CUDA backend: no matvec for ") + kernels::dtype_info(w.type).name);
   }
+  const detail::QuantizedX qx{x.q_.as<int8_t>(), x.d_.as<float>(), x.sum16_.as<int32_t>()};
   const detail::MatvecArgs args{w.quants.as<const uint8_t>(), w.meta.as<const uint8_t>(), w.quant_row_bytes,
-                                w.meta_row_bytes, w.rows, w.cols, x, y};
+                                w.meta_row_bytes, w.rows, w.cols, qx, y};
   check(detail::launch_matvec(type, args), "matvec launch");
 }
 

@@ -29,7 +29,8 @@ void DeviceArray::download(void*, size_t, size_t) const { fail(); }
 
 bool supports(kernels::DType) { return false; }
 DeviceWeights upload_weights(kernels::DType, const void*, size_t, size_t) { fail(); }
-void matvec(const DeviceWeights&, const float*, float*) { fail(); }
+void DeviceActivations::quantize(const float*, size_t) { fail(); }
+void matvec(const DeviceWeights&, const DeviceActivations&, float*) { fail(); }
 void synchronize() { fail(); }
 double mean_ms(const std::function<void()>&, int) { fail(); }
 double copy_gbps(size_t, int) { fail(); }

@@ -31,8 +31,8 @@ void PrintTo(DType type, std::ostream* os) { *os << dtype_info(type).name; }
 
 namespace {
 
-constexpr DType kAllTypes[] = {DType::f32, DType::f16, DType::bf16, DType::q8_0,
-                               DType::q4_0, DType::q4_k, DType::q6_k};
+constexpr DType kAllTypes[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_0,
+                               DType::q4_0, DType::q5_0, DType::q4_k, DType::q6_k};
 constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
 
 bool is_block_type(DType t) { return dtype_info(t).block_size > 1; }
@@ -73,7 +73,8 @@ std::vector<uint8_t> random_weights(DType type, size_t rows, size_t cols, std::m
     uint8_t* blk = w.data() + i * info.block_bytes;
     switch (type) {
       case DType::q8_0:
-      case DType::q4_0: put_f16(blk, scale(rng)); break;
+      case DType::q4_0:
+      case DType::q5_0: put_f16(blk, scale(rng)); break;
       case DType::q4_k:
         put_f16(blk, scale(rng) / 8);  // d
         put_f16(blk + 2, scale(rng) / 8);  // dmin
@@ -142,10 +143,12 @@ TEST(KernelTypes, DtypeInfoKnownAndUnknown) {
   EXPECT_STREQ(dtype_info(30)->name, "BF16");
   EXPECT_EQ(dtype_info(8)->block_bytes, 34u);
   EXPECT_EQ(dtype_info(2)->block_bytes, 18u);
+  EXPECT_EQ(dtype_info(6)->block_bytes, 22u);  // Q5_0
+  EXPECT_EQ(dtype_info(6)->block_size, 32u);
   EXPECT_EQ(dtype_info(12)->block_bytes, 144u);
   EXPECT_EQ(dtype_info(14)->block_bytes, 210u);
   EXPECT_EQ(dtype_info(14)->block_size, 256u);
-  for (uint32_t id : {3u, 6u, 7u, 9u, 10u, 11u, 13u, 15u, 16u, 29u, 31u, 39u, 1000u, 0xFFFFFFFFu})
+  for (uint32_t id : {3u, 7u, 9u, 10u, 11u, 13u, 15u, 16u, 29u, 31u, 39u, 1000u, 0xFFFFFFFFu})
     EXPECT_EQ(dtype_info(id), nullptr) << id;
   EXPECT_THROW(dtype_info(static_cast<DType>(3)), std::invalid_argument);
 }
@@ -156,6 +159,7 @@ TEST(KernelTypes, RowBytes) {
   EXPECT_EQ(row_bytes(DType::q8_0, 4096), 4096u / 32 * 34);
   EXPECT_EQ(row_bytes(DType::q4_k, 4096), 16u * 144);
   EXPECT_EQ(row_bytes(DType::q6_k, 256), 210u);
+  EXPECT_EQ(row_bytes(DType::q5_0, 13696), 13696u / 32 * 22);
   EXPECT_THROW(row_bytes(DType::q4_0, 48), std::invalid_argument);
   EXPECT_THROW(row_bytes(DType::q6_k, 128), std::invalid_argument);
 }
@@ -296,6 +300,7 @@ double block_error_bound(DType type, double amax) {
   switch (type) {
     case DType::q8_0: return amax / 127 * 0.6;  // half a step, plus the f16 rounding of d
     case DType::q4_0: return amax / 8 * 1.05;   // a full step: +amax clamps from level 8 to 7
+    case DType::q5_0: return amax / 16 * 1.05;  // likewise, from level 16 to 15
     default: return 0;
   }
 }
@@ -325,7 +330,7 @@ TEST(KernelQuantize, BlockTypesRoundTripWithinBounds) {
   std::vector<float> y(n);
   // Relative RMS error: what each format gives on Gaussian data (ggml's own figures are similar).
   const std::pair<DType, double> rms_bounds[] = {
-      {DType::q8_0, 0.006}, {DType::q4_0, 0.12}, {DType::q4_k, 0.10}, {DType::q6_k, 0.025}};
+      {DType::q8_0, 0.006}, {DType::q4_0, 0.12}, {DType::q5_0, 0.06}, {DType::q4_k, 0.10}, {DType::q6_k, 0.025}};
   for (auto [type, rms_bound] : rms_bounds) {
     std::vector<uint8_t> q(row_bytes(type, n));
     quantize_row(type, x.data(), q.data(), n);
@@ -338,7 +343,7 @@ TEST(KernelQuantize, BlockTypesRoundTripWithinBounds) {
     const double rel_rms = std::sqrt(err2 / x2);
     std::printf("%s: relative RMS error %.4f\n", dtype_info(type).name, rel_rms);
     EXPECT_LT(rel_rms, rms_bound) << dtype_info(type).name;
-    if (type == DType::q8_0 || type == DType::q4_0) {
+    if (type == DType::q8_0 || type == DType::q4_0 || type == DType::q5_0) {
       for (size_t b = 0; b < n / 32; ++b) {
         double amax = 0;
         for (size_t j = 0; j < 32; ++j) amax = std::max(amax, double(std::fabs(x[b * 32 + j])));
@@ -594,7 +599,7 @@ TEST_P(KernelProduct, QuantizedWeightsMatchReference) {
 // panel kernels (AVX-512 VNNI) and through the unpacking fallback (every other path), at the batch
 // sizes of decode and of prefill, with rows past the last whole panel and with threads.
 TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
-  if (!int8_type(type_)) GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
+  if (!int8_type(type_) || type_ == DType::q5_0) GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
   std::mt19937 rng(12);
   const size_t bs = dtype_info(type_).block_size;
   for (size_t cols : {bs, 3 * bs}) {
@@ -619,6 +624,7 @@ TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
 
 TEST(KernelLayout, PanelsArePreferredOnlyWhereAKernelUsesThem) {
   EXPECT_EQ(preferred_layout(DType::f16, 4096), Layout::rows);
+  EXPECT_EQ(preferred_layout(DType::q5_0, 4096), Layout::rows);  // Q5_0 has no panel kernel
   EXPECT_EQ(preferred_layout(DType::q8_0, 15), Layout::rows);  // not one whole panel
   IsaGuard guard;
   set_isa(Isa::avx2);

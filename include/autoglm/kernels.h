@@ -11,7 +11,7 @@
 namespace autoglm::kernels {
 
 // ggml type ids, as stored in GGUF files.
-enum class DType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q8_0 = 8, q4_k = 12, q6_k = 14, bf16 = 30 };
+enum class DType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q5_0 = 6, q8_0 = 8, q4_k = 12, q6_k = 14, bf16 = 30 };
 
 struct DTypeInfo {
   DType type;
@@ -67,7 +67,7 @@ class ThreadPool {
 // w or x. Each y element is computed by the same code in the same order whatever the pool's size and
 // the batch, so results are bit-identical across thread counts and between matvec and matmul (for a
 // given active_isa(); for float weights the scalar and SIMD paths differ in rounding only).
-// Quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) multiply activations quantized to int8 per block of 32,
+// Quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) multiply activations quantized to int8 per block of 32,
 // as llama.cpp does; their results are bit-identical on every ISA as well (src/kernels/qmatmul.h).
 // y[r] = dot(W[r, :], x) for r < rows. W: `rows` rows of `cols` elements of `type`, each row
 // row_bytes(type, cols) bytes, contiguous. x: cols floats. Rows split across `pool` (may be null).
@@ -99,7 +99,7 @@ void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, 
             float* y, ThreadPool* pool);
 
 // Several products with the same x, [batch][cols] (the q/k/v projections; gate and up): where their
-// types quantize activations the same way (Q8_0, Q4_0, Q4_K, Q6_K: one type for all, in practice),
+// types quantize activations the same way (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K: one type for all, in practice),
 // x is quantized once for all of them and their rows are split across the pool in one run; otherwise
 // one matmul each. Each y is bit-identical to what matmul on that product alone gives.
 struct Product {

@@ -12,10 +12,17 @@ namespace autoglm::model {
 // (the first and last eighth, and every third layer between).
 bool use_more_bits(uint32_t layer, uint32_t n_layers);
 
-// The type of the 2-D tensor `gguf_name` ("output.weight", "blk.3.attn_v.weight") when the model is
-// quantized to `target`: 4-bit targets keep the output projection (the token embedding when it
-// is tied) at Q6_K; q4_k is the Q4_K_M recipe, which also keeps use_more_bits() layers' attn_v and
-// ffn_down at Q6_K. Other targets apply to every matrix.
-kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied);
+// llama.cpp's fallback for a matrix whose rows are not whole blocks of `type` (GLM-4-9B's ffn_down
+// has 13696 = 53.5 x 256 columns): Q4_K becomes Q5_0 and Q6_K becomes Q8_0, and a type that still
+// does not fit becomes F16. Files made this way are what llama.cpp makes (and what users download).
+kernels::DType fit_columns(kernels::DType type, uint64_t cols);
+
+// The type of the 2-D tensor `gguf_name` ("output.weight", "blk.3.attn_v.weight"), of `cols`
+// columns, when the model is quantized to `target`: 4-bit targets keep the output projection (the
+// token embedding when it is tied) at Q6_K; q4_k is the Q4_K_M recipe, which also keeps
+// use_more_bits() layers' attn_v and ffn_down at Q6_K. Other targets apply to every matrix. Then
+// fit_columns.
+kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied,
+                           uint64_t cols);
 
 }  // namespace autoglm::model

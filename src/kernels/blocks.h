@@ -22,6 +22,13 @@ struct BlockQ4_0 {
   uint16_t d;
   uint8_t qs[16];
 };
+// x = d * (q - 16), q 5-bit: element j (j < 16) is the low nibble of qs[j] with bit j of qh as its
+// 5th bit, element j + 16 the high nibble with bit j + 16 of qh (qh little-endian).
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
 // 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j], with 6-bit sc/m packed in `scales`.
 // qs[32 * g + l]: low nibble is element 64 * g + l, high nibble element 64 * g + 32 + l.
 struct BlockQ4K {
@@ -37,7 +44,7 @@ struct BlockQ6K {
   int8_t scales[16];
   uint16_t d;
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ6K) == 210);
 
 // 6-bit scale and min of sub-block j (0..7) of a Q4_K block: j < 4 sit in the low 6 bits of bytes
@@ -88,6 +95,19 @@ inline void dequantize_block(const BlockQ4_0& b, float* y) {
     y[j] = d * static_cast<float>((b.qs[j] & 0xF) - 8);
     y[j + kQK / 2] = d * static_cast<float>((b.qs[j] >> 4) - 8);
   }
+}
+
+// The 5-bit value (0..31) of element j of a Q5_0 block.
+inline int q5_0_value(const BlockQ5_0& b, size_t j) {
+  uint32_t qh = 0;
+  std::memcpy(&qh, b.qh, sizeof(qh));
+  const int low = j < kQK / 2 ? (b.qs[j] & 0xF) : (b.qs[j - kQK / 2] >> 4);
+  return low | static_cast<int>(((qh >> j) & 1) << 4);
+}
+
+inline void dequantize_block(const BlockQ5_0& b, float* y) {
+  const float d = f16_to_f32(b.d);
+  for (size_t j = 0; j < kQK; ++j) y[j] = d * static_cast<float>(q5_0_value(b, j) - 16);
 }
 
 inline void dequantize_block(const BlockQ4K& b, float* y) {

@@ -26,6 +26,13 @@ struct GroupQ4_0 {
     s = f16_to_f32(b.d);
   }
 };
+struct GroupQ5_0 {
+  static void get(const uint8_t* row, size_t g, int* wq, float& s, float&) {
+    const auto& b = reinterpret_cast<const BlockQ5_0*>(row)[g];
+    for (size_t l = 0; l < 32; ++l) wq[l] = q5_0_value(b, l) - 16;
+    s = f16_to_f32(b.d);
+  }
+};
 struct GroupQ4K {
   static void get(const uint8_t* row, size_t g, int* wq, float& s, float& m) {
     const auto& b = reinterpret_cast<const BlockQ4K*>(row)[g / 8];
@@ -153,13 +160,15 @@ void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
 }
 
 bool is_int8_type(DType type) {
-  return type == DType::q8_0 || type == DType::q4_0 || type == DType::q4_k || type == DType::q6_k;
+  return type == DType::q8_0 || type == DType::q4_0 || type == DType::q5_0 || type == DType::q4_k ||
+         type == DType::q6_k;
 }
 
 QFormat qformat(DType type) {
   switch (type) {
     case DType::q8_0: return {32, 128, false};
     case DType::q4_0: return {32, 8, false};
+    case DType::q5_0: return {32, 16, false};
     case DType::q4_k: return {32, 0, true};
     case DType::q6_k: return {16, 32, false};
     default: return {32, 0, false};
@@ -170,6 +179,7 @@ void qrows_scalar(const QJob& job, size_t r0, size_t r1) {
   switch (job.type) {
     case DType::q8_0: return rows_scalar<GroupQ8_0>(job, r0, r1);
     case DType::q4_0: return rows_scalar<GroupQ4_0>(job, r0, r1);
+    case DType::q5_0: return rows_scalar<GroupQ5_0>(job, r0, r1);
     case DType::q4_k: return rows_scalar<GroupQ4K>(job, r0, r1);
     case DType::q6_k: return rows_scalar<GroupQ6K>(job, r0, r1);
     default: return;

@@ -1,5 +1,5 @@
 #pragma once
-// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) with
+// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) with
 // activations quantized to int8, the way llama.cpp computes them, so that the inner loop is an
 // integer dot product (VNNI vpdpbusd, AVX2 vpmaddubsw) instead of dequantize-then-FMA.
 //
@@ -34,7 +34,7 @@ struct QActs {
   const float* dx = nullptr;     // [batch][cols / 32]
   const float* t = nullptr;      // [batch][cols / 32]: dx * sum(q) over the block
   // [batch][cols / group]: zero * sum(q) over each group, where `zero` is the offset that turns the
-  // type's integer weights into the unsigned bytes the SIMD kernels multiply (q8_0: 128, q4_0: 8,
+  // type's integer weights into the unsigned bytes the SIMD kernels multiply (q8_0: 128, q4_0: 8, q5_0: 16,
   // q6_k: 32, q4_k: 0): sum(wq * q) = sum(u * q) - corr.
   const int32_t* corr = nullptr;
 

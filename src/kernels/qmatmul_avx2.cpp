@@ -27,6 +27,19 @@ AUTOGLM_AVX2 inline __m256i nibbles16(const uint8_t* p) {
   return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
+// 0x10 in byte j where bit j of the 32-bit little-endian word at p is set (Q5_0's 5th bits): byte
+// j takes byte j / 8 of the word, then bit j % 8 of it is tested.
+AUTOGLM_AVX2 inline __m256i fifth_bits(const uint8_t* p) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, p, sizeof(bits));
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                                              2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));  // byte k: 1 << k
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
 // ---- per-type unpacking of chunk c of a row: 32 bytes, and s[g] / m[g] of the chunk's groups ----
 // kSigned: the bytes are signed weights (multiplied as |w| times x with w's sign); otherwise they
 // are u = wq + zero and the sums are corrected with QActs::corr.
@@ -48,6 +61,16 @@ struct Q4_0 {
     const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[c];
     s[0] = half(b.d);
     return nibbles16(b.qs);
+  }
+};
+
+struct Q5_0 {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = false, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float*) {
+    const auto& b = reinterpret_cast<const BlockQ5_0*>(row)[c];
+    s[0] = half(b.d);
+    return _mm256_or_si256(nibbles16(b.qs), fifth_bits(b.qh));
   }
 };
 
@@ -213,6 +236,7 @@ QRows qrows_avx2(DType type) {
   switch (type) {
     case DType::q8_0: return rows<Q8_0>;
     case DType::q4_0: return rows<Q4_0>;
+    case DType::q5_0: return rows<Q5_0>;
     case DType::q4_k: return rows<Q4K>;
     case DType::q6_k: return rows<Q6K>;
     default: return nullptr;

@@ -54,6 +54,19 @@ AUTOGLM_VNNI inline __m512i nibbles32(const uint8_t* p) {
   return join(_mm256_and_si256(v, m), _mm256_and_si256(_mm256_srli_epi16(v, 4), m));
 }
 
+// 0x10 in byte j where bit j of the 32-bit little-endian word at p is set (Q5_0's 5th bits): byte
+// j takes byte j / 8 of the word, then bit j % 8 of it is tested.
+AUTOGLM_VNNI inline __m256i fifth_bits(const uint8_t* p) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, p, sizeof(bits));
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                                              2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));  // byte k: 1 << k
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
 // ---- per type: the bytes of chunk c of a row, and the scales of 16 rows at once ----
 //
 // Scales come from a gather across the 16 rows of a tile (lane r reads row r), decoded with the
@@ -89,7 +102,7 @@ AUTOGLM_VNNI inline __m512 negate(__m512 v) {
   return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(INT32_MIN)));
 }
 
-// Q8_0 and Q4_0: a chunk is two blocks of 32 with one f16 scale each (the d at the block's start).
+// Q8_0, Q4_0 and Q5_0: a chunk is two blocks of 32 with one f16 scale each (the d at the block's start).
 // Bytes::of(block) gives a block's 32 unsigned bytes in element order.
 template <class Block, class Bytes>
 struct Blocks32 {
@@ -118,9 +131,13 @@ struct Q8_0Bytes {  // q + 128 as unsigned bytes
 struct Q4_0Bytes {
   AUTOGLM_VNNI static __m256i of(const BlockQ4_0& b) { return nibbles16(b.qs); }
 };
+struct Q5_0Bytes {
+  AUTOGLM_VNNI static __m256i of(const BlockQ5_0& b) { return _mm256_or_si256(nibbles16(b.qs), fifth_bits(b.qh)); }
+};
 
 using Q8_0 = Blocks32<BlockQ8_0, Q8_0Bytes>;
 using Q4_0 = Blocks32<BlockQ4_0, Q4_0Bytes>;
+using Q5_0 = Blocks32<BlockQ5_0, Q5_0Bytes>;
 
 struct Q4K {
   static constexpr size_t kGroups = 2;
@@ -645,6 +662,7 @@ QRows qrows_avx512(DType type) {
   switch (type) {
     case DType::q8_0: return rows<Q8_0>;
     case DType::q4_0: return rows<Q4_0>;
+    case DType::q5_0: return rows<Q5_0>;
     case DType::q4_k: return rows<Q4K>;
     case DType::q6_k: return rows<Q6K>;
     default: return nullptr;

@@ -54,6 +54,31 @@ void quantize_q4_0(const float* x, BlockQ4_0* y, size_t nblocks) {
   }
 }
 
+// ggml's quantize_row_q5_0_ref: as Q4_0 with 32 levels, the 5th bits gathered in qh.
+void quantize_q5_0(const float* x, BlockQ5_0* y, size_t nblocks) {
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    float amax = 0.0f, max = 0.0f;  // the signed value of largest magnitude maps to -16
+    for (size_t j = 0; j < kQK; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -16;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = f32_to_f16(d);
+    uint32_t qh = 0;
+    for (size_t j = 0; j < kQK / 2; ++j) {
+      const int q0 = std::min(31, static_cast<int>(x[j] * id + 16.5f));  // truncation of a value >= 0
+      const int q1 = std::min(31, static_cast<int>(x[j + kQK / 2] * id + 16.5f));
+      y[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>((q0 & 0x10) >> 4) << j;
+      qh |= static_cast<uint32_t>((q1 & 0x10) >> 4) << (j + kQK / 2);
+    }
+    std::memcpy(y[i].qh, &qh, sizeof(qh));
+  }
+}
+
 // make_qkx2_quants: scale and min for n values with levels 0..nmax, minimizing the weighted squared
 // error; tries iscale = (rmin + rdelta * is + nmax) / (max - min) for is = 0..nstep and refits
 // scale and min by least squares for each. Returns the scale; *the_min receives -min (>= 0).
@@ -286,6 +311,7 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     }
     case DType::q8_0: return quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), nblocks);
     case DType::q4_0: return quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), nblocks);
+    case DType::q5_0: return quantize_q5_0(src, static_cast<BlockQ5_0*>(dst), nblocks);
     case DType::q4_k: return quantize_q4_k(src, static_cast<BlockQ4K*>(dst), nblocks);
     case DType::q6_k: return quantize_q6_k(src, static_cast<BlockQ6K*>(dst), nblocks);
   }

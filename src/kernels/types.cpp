@@ -16,10 +16,11 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "block formats are little-endian");
 
-constexpr std::array<DTypeInfo, 7> kTypes = {{
+constexpr std::array<DTypeInfo, 8> kTypes = {{
     {DType::f32, "F32", 1, 4},
     {DType::f16, "F16", 1, 2},
     {DType::q4_0, "Q4_0", 32, sizeof(BlockQ4_0)},
+    {DType::q5_0, "Q5_0", 32, sizeof(BlockQ5_0)},
     {DType::q8_0, "Q8_0", 32, sizeof(BlockQ8_0)},
     {DType::q4_k, "Q4_K", 256, sizeof(BlockQ4K)},
     {DType::q6_k, "Q6_K", 256, sizeof(BlockQ6K)},
@@ -150,6 +151,7 @@ void dequantize_row(DType type, const void* src, float* dst, size_t n) {
     }
     case DType::q8_0: return dequantize_blocks<BlockQ8_0>(src, dst, nblocks, kQK);
     case DType::q4_0: return dequantize_blocks<BlockQ4_0>(src, dst, nblocks, kQK);
+    case DType::q5_0: return dequantize_blocks<BlockQ5_0>(src, dst, nblocks, kQK);
     case DType::q4_k: return dequantize_blocks<BlockQ4K>(src, dst, nblocks, kQK_K);
     case DType::q6_k: return dequantize_blocks<BlockQ6K>(src, dst, nblocks, kQK_K);
   }

@@ -233,7 +233,7 @@ class ModelBuilder {
     if (!info) {
       const gguf::TypeInfo* g = gguf::type_info(t.ggml_type);
       fail(fmt::format("{}: tensor '{}' has type {}, which the engine does not support (supported: F32, F16, BF16, "
-                       "Q8_0, Q4_0, Q4_K, Q6_K)", t.file, t.name, g ? g->name : "unknown"));
+                       "Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)", t.file, t.name, g ? g->name : "unknown"));
     }
     return *info;
   }
@@ -252,7 +252,7 @@ class ModelBuilder {
       fail(fmt::format("{}: tensor '{}': rows of {} elements are not whole {} blocks", t.file, t.name, cols, info.name));
     Matrix mat{info.type, rows, cols, t.data, name};
     if (!quant_ || info.block_size != 1) return mat;  // as stored, or already quantized
-    const kernels::DType to = recipe_type(*quant_, name, m_.config.n_layers, m_.config.tied_embeddings);
+    const kernels::DType to = recipe_type(*quant_, name, m_.config.n_layers, m_.config.tied_embeddings, cols);
     return to == info.type ? mat : quantized(mat, to);
   }
 

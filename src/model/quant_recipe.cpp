@@ -18,13 +18,8 @@ bool split_block_name(const std::string& name, uint32_t& layer, std::string& par
   return true;
 }
 
-}  // namespace
-
-bool use_more_bits(uint32_t layer, uint32_t n_layers) {
-  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
-}
-
-kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied) {
+// The recipe by name alone, before fit_columns.
+kernels::DType recipe_type_of_name(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied) {
   if (!is_four_bit(target)) return target;
   if (gguf_name == "output.weight" || (tied && gguf_name == "token_embd.weight")) return kernels::DType::q6_k;
   uint32_t layer = 0;
@@ -33,6 +28,25 @@ kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, 
       (part == "attn_v.weight" || part == "ffn_down.weight") && use_more_bits(layer, n_layers))
     return kernels::DType::q6_k;
   return target;
+}
+
+}  // namespace
+
+bool use_more_bits(uint32_t layer, uint32_t n_layers) {
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+kernels::DType fit_columns(kernels::DType type, uint64_t cols) {
+  using kernels::DType;
+  auto fits = [cols](DType t) { return cols % kernels::dtype_info(t).block_size == 0; };
+  if (fits(type)) return type;
+  const DType fallback = type == DType::q4_k ? DType::q5_0 : type == DType::q6_k ? DType::q8_0 : type;
+  return fits(fallback) ? fallback : DType::f16;
+}
+
+kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied,
+                           uint64_t cols) {
+  return fit_columns(recipe_type_of_name(target, gguf_name, n_layers, tied), cols);
 }
 
 }  // namespace autoglm::model

@@ -90,9 +90,11 @@ std::string type_name(uint32_t type) {
 }
 
 // The type a tensor is written as: matrices by the recipe, vectors as F32 (kept if not float).
-DType target_type(const QuantizeOptions& o, const std::string& name, size_t n_dims, uint32_t src, uint32_t n_layers,
-                  bool tied) {
-  if (n_dims >= 2) return recipe_type(o.type, name, n_layers, tied);
+DType target_type(const QuantizeOptions& o, const std::string& name, const std::vector<uint64_t>& dims, uint32_t src,
+                  uint32_t n_layers, bool tied) {
+  const size_t n_dims = dims.size();
+  const uint64_t cols = n_dims ? dims[0] : 0;
+  if (n_dims >= 2) return recipe_type(o.type, name, n_layers, tied, cols);
   return is_float(src) ? DType::f32 : static_cast<DType>(src);
 }
 
@@ -106,7 +108,7 @@ void check_job(const Job& j, const QuantizeOptions& o, size_t& requantized) {
                      j.cols(), target.name, target.block_size));
   if (!kernels::dtype_info(j.src_type))
     fail(fmt::format("{}: tensor '{}' is {}, which cannot be converted (supported: F32, F16, BF16, Q8_0, Q4_0, "
-                     "Q4_K, Q6_K)", j.origin, j.name, type_name(j.src_type)));
+                     "Q5_0, Q4_K, Q6_K)", j.origin, j.name, type_name(j.src_type)));
   if (is_float(j.src_type) || dst == j.src_type) return;
   if (!o.allow_requantize)
     usage(fmt::format("{}: tensor '{}' is already quantized ({}); converting it to {} dequantizes and quantizes "
@@ -189,7 +191,7 @@ std::vector<Job> plan_gguf(const gguf::File& f, const uint8_t* base, const Quant
   const bool tied = f.find_tensor("output.weight") == nullptr;
   std::vector<Job> jobs;
   for (const gguf::TensorInfo& t : f.tensors) {
-    const DType dst = target_type(o, t.name, t.dims.size(), t.type, n_layers, tied);
+    const DType dst = target_type(o, t.name, t.dims, t.type, n_layers, tied);
     jobs.push_back({t.name, f.path.string(), t.dims, t.type, base + f.data_offset + t.offset, dst, 0});
   }
   return jobs;
@@ -412,7 +414,7 @@ HfInput plan_hf(const fs::path& folder, const QuantizeOptions& o, gguf::Writer& 
       in.jobs.push_back(std::move(j));
     }
   }
-  for (Job& j : in.jobs) j.dst = target_type(o, j.name, j.dims.size(), j.src_type, s.n_layers, !has_output);
+  for (Job& j : in.jobs) j.dst = target_type(o, j.name, j.dims, j.src_type, s.n_layers, !has_output);
   std::sort(in.jobs.begin(), in.jobs.end(), gguf_order);
   return in;
 }
@@ -441,6 +443,7 @@ uint32_t quantize_file_type(DType target) {
     case DType::f32: return 0;
     case DType::f16: return 1;
     case DType::q4_0: return 2;
+    case DType::q5_0: return 8;
     case DType::q8_0: return 7;
     case DType::q4_k: return 15;  // Q4_K_M
     case DType::q6_k: return 18;
@@ -458,7 +461,8 @@ size_t llama_permuted_source_row(size_t row, size_t head_dim) {
 QuantizeResult quantize_model(const fs::path& in, const fs::path& out, const QuantizeOptions& o) {
   std::error_code ec;
   if (!fs::exists(in, ec)) usage(fmt::format("{}: no such file or folder", in.string()));
-  if (o.type == DType::q6_k) usage("unsupported target type Q6_K (use q8_0, q4_0, q4_k, f16, bf16 or f32)");
+  if (o.type == DType::q6_k || o.type == DType::q5_0)
+    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_k, f16, bf16 or f32)", kernels::dtype_info(o.type).name));
   gguf::Writer w;
   QuantizeResult result;
   std::vector<Job> jobs;

@@ -74,6 +74,7 @@ uint32_t file_type(const RandomModelSpec& s) {
     case DType::f32: return 0;
     case DType::f16: return 1;
     case DType::q4_0: return 2;
+    case DType::q5_0: return 8;
     case DType::q8_0: return 7;
     case DType::q4_k: return s.q4_k_m_mix ? 15 : 14;  // pure Q4_K: Q4_K_S is the nearest label
     case DType::q6_k: return 18;
@@ -101,12 +102,12 @@ void check_spec(const RandomModelSpec& s) {
 }
 
 // The type of a 2-D weight: weight_type, or the project's Q4_K_M recipe (the one our quantizer uses).
-DType matrix_type(const RandomModelSpec& s, const std::string& name) {
-  return s.q4_k_m_mix ? recipe_type(DType::q4_k, name, s.n_layers, s.tied_embeddings) : s.weight_type;
+DType matrix_type(const RandomModelSpec& s, const std::string& name, uint64_t cols) {
+  return s.q4_k_m_mix ? recipe_type(DType::q4_k, name, s.n_layers, s.tied_embeddings, cols) : s.weight_type;
 }
 
 TensorPlan matrix(const RandomModelSpec& s, std::string name, uint64_t ne0, uint64_t ne1) {
-  const DType type = matrix_type(s, name);
+  const DType type = matrix_type(s, name, ne0);
   return {std::move(name), {ne0, ne1}, type, {0.0f, 1.0f / std::sqrt(static_cast<float>(ne0))}};
 }
 TensorPlan norm(std::string name, uint64_t n) { return {std::move(name), {n}, DType::f32, {1.0f, 0.1f}}; }

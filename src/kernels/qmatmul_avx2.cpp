@@ -7,6 +7,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
+#include "unpack_avx2.h"
+
 #include <algorithm>
 
 #define AUTOGLM_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -20,25 +22,7 @@ constexpr size_t kRows = 8;    // rows per tile (one per lane)
 AUTOGLM_AVX2 inline float half(uint16_t h) { return _cvtsh_ss(h); }
 AUTOGLM_AVX2 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
-// 16 packed nibble bytes -> the 16 low nibbles then the 16 high nibbles.
-AUTOGLM_AVX2 inline __m256i nibbles16(const uint8_t* p) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i m = _mm_set1_epi8(0x0F);
-  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
-}
 
-// 0x10 in byte j where bit j of the 32-bit little-endian word at p is set (Q5_0's 5th bits): byte
-// j takes byte j / 8 of the word, then bit j % 8 of it is tested.
-AUTOGLM_AVX2 inline __m256i fifth_bits(const uint8_t* p) {
-  uint32_t bits = 0;
-  std::memcpy(&bits, p, sizeof(bits));
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
-                                             _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
-                                                              2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));  // byte k: 1 << k
-  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
 
 // ---- per-type unpacking of chunk c of a row: 32 bytes, and s[g] / m[g] of the chunk's groups ----
 // kSigned: the bytes are signed weights (multiplied as |w| times x with w's sign); otherwise they

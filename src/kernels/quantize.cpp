@@ -34,16 +34,22 @@ void quantize_q8_0(const float* x, BlockQ8_0* y, size_t nblocks) {
   }
 }
 
+// The value of largest magnitude in a block of kQK, with its sign (the first of equal magnitudes;
+// NaNs skipped), as ggml's Q4_0/Q5_0 quantizers pick it.
+float largest_magnitude(const float* x) {
+  float amax = 0.0f, max = 0.0f;
+  for (size_t j = 0; j < kQK; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
 void quantize_q4_0(const float* x, BlockQ4_0* y, size_t nblocks) {
   for (size_t i = 0; i < nblocks; ++i, x += kQK) {
-    float amax = 0.0f, max = 0.0f;  // the signed value of largest magnitude maps to -8
-    for (size_t j = 0; j < kQK; ++j) {
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    const float d = max / -8;
+    const float d = largest_magnitude(x) / -8;  // that value maps to -8
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
     for (size_t j = 0; j < kQK / 2; ++j) {
@@ -57,14 +63,7 @@ void quantize_q4_0(const float* x, BlockQ4_0* y, size_t nblocks) {
 // ggml's quantize_row_q5_0_ref: as Q4_0 with 32 levels, the 5th bits gathered in qh.
 void quantize_q5_0(const float* x, BlockQ5_0* y, size_t nblocks) {
   for (size_t i = 0; i < nblocks; ++i, x += kQK) {
-    float amax = 0.0f, max = 0.0f;  // the signed value of largest magnitude maps to -16
-    for (size_t j = 0; j < kQK; ++j) {
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    const float d = max / -16;
+    const float d = largest_magnitude(x) / -16;  // that value maps to -16
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     y[i].d = f32_to_f16(d);
     uint32_t qh = 0;

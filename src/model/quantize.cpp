@@ -462,7 +462,8 @@ QuantizeResult quantize_model(const fs::path& in, const fs::path& out, const Qua
   std::error_code ec;
   if (!fs::exists(in, ec)) usage(fmt::format("{}: no such file or folder", in.string()));
   if (o.type == DType::q6_k || o.type == DType::q5_0)
-    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_k, f16, bf16 or f32)", kernels::dtype_info(o.type).name));
+    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_k, f16, bf16 or f32)",
+                      kernels::dtype_info(o.type).name));
   gguf::Writer w;
   QuantizeResult result;
   std::vector<Job> jobs;

@@ -3,7 +3,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "autoglm/gguf.h"
 #include "autoglm/preflight.h"
+#include "autoglm/quant_recipe.h"
+#include "autoglm/quantize.h"
+#include "autoglm/random_model.h"
 #include "test_support.h"
 
 using namespace autoglm;
@@ -48,13 +52,47 @@ TEST(Fit, Glm4_9bWeightBytesAtEachQuantization) {
   EXPECT_EQ(weight_bytes(s, std::nullopt), kMatrices * 2 + kVectorBytes);  // checkpoint dtype: bf16
   EXPECT_EQ(weight_bytes(s, Quant::f32), kMatrices * 4 + kVectorBytes);
   EXPECT_EQ(weight_bytes(s, Quant::q8_0), kMatrices / 32 * 34 + kVectorBytes);
-  EXPECT_EQ(weight_bytes(s, Quant::q4_0), kMatrices / 32 * 18 + kVectorBytes);
-  // Q4_K for everything but the output projection, which Q4_K_M keeps at Q6_K.
-  EXPECT_EQ(weight_bytes(s, Quant::q4_k), (kMatrices - kEmbed) / 256 * 144 + kEmbed / 256 * 210 + kVectorBytes);
-  // Figures users know: ~18.8 GB in bf16, ~10 GB in Q8_0, ~5.5 GB in Q4_K.
+  // 4-bit files keep the output projection at Q6_K, as llama.cpp's do.
+  EXPECT_EQ(weight_bytes(s, Quant::q4_0), (kMatrices - kEmbed) / 32 * 18 + kEmbed / 256 * 210 + kVectorBytes);
+  // Q4_K_M: Q4_K, with attn_v and ffn_down of llama.cpp's use_more_bits layers at Q6_K, the output
+  // at Q6_K; ffn_down's 13696 columns are not whole super-blocks, so it falls back to Q8_0 (Q6_K
+  // layers) or Q5_0 (the others), as llama.cpp's quantize does.
+  uint64_t q4km = kVectorBytes + kEmbed / 256 * 144 + kEmbed / 256 * 210;  // token_embd, output
+  for (uint32_t l = 0; l < 40; ++l) {
+    const bool more = model::use_more_bits(l, 40);
+    q4km += (4096ull * 4096 * 2 + 4096ull * 256 + 4096ull * 13696 * 2) / 256 * 144;  // q, o, k, gate+up
+    q4km += 4096ull * 256 / 256 * (more ? 210 : 144);                               // v
+    q4km += 4096ull * (13696 / 32) * (more ? 34 : 22);                              // down
+  }
+  EXPECT_EQ(weight_bytes(s, Quant::q4_k), q4km);
+  // Figures users know: ~18.8 GB in bf16, ~10 GB in Q8_0, ~6.2 GB in Q4_K_M.
   EXPECT_NEAR(static_cast<double>(weight_bytes(s, Quant::bf16)) / 1e9, 18.80, 0.01);
   EXPECT_NEAR(static_cast<double>(weight_bytes(s, Quant::q8_0)) / 1e9, 9.99, 0.01);
-  EXPECT_NEAR(static_cast<double>(weight_bytes(s, Quant::q4_k)) / 1e9, 5.45, 0.01);
+  EXPECT_NEAR(static_cast<double>(weight_bytes(s, Quant::q4_k)) / 1e9, 6.16, 0.01);
+}
+
+// The price of a quantization is what `quantize` writes: every tensor's bytes, for a model whose
+// ffn_down rows are not whole super-blocks (the fallbacks) and an untied output.
+TEST(Fit, WeightBytesAreWhatQuantizeWrites) {
+  test::TempDir tmp;
+  model::RandomModelSpec spec;
+  spec.arch = "glm4";
+  spec.n_layers = 8;
+  spec.ffn_dim = 288;
+  spec.vocab_size = 512;
+  model::write_random_model(spec, tmp / "f32.gguf");
+  const model::ModelShape shape = model::read_model_shape(tmp / "f32.gguf");
+  for (const auto& [quant, type] : {std::pair{Quant::q8_0, kernels::DType::q8_0}, std::pair{Quant::q4_0, kernels::DType::q4_0},
+                                    std::pair{Quant::q4_k, kernels::DType::q4_k}}) {
+    model::QuantizeOptions o;
+    o.type = type;
+    o.threads = 2;
+    const auto out = tmp / (std::string(quant_name(quant)) + ".gguf");
+    model::quantize_model(tmp / "f32.gguf", out, o);
+    uint64_t written = 0;
+    for (const gguf::TensorInfo& t : gguf::read_file_header(out).tensors) written += t.nbytes;
+    EXPECT_EQ(weight_bytes(shape, quant), written) << quant_name(quant);
+  }
 }
 
 TEST(Fit, KvCacheBytes) {

@@ -30,6 +30,8 @@ struct TensorSize {
   uint64_t n_elements = 0;
   bool is_matrix = false;  // 2-D weights are quantized; norms and biases stay f32
   uint64_t stored_bytes = 0;  // as stored in the file; 0 when only the config is known
+  uint64_t cols = 0;       // a matrix's row length (GGUF ne0); 0 for vectors
+  std::string gguf_name;   // the name in a GGUF file (checkpoint names mapped; unknown ones kept)
 };
 
 struct ModelShape {

@@ -10,6 +10,7 @@
 
 #include "autoglm/gguf.h"
 #include "autoglm/safetensors.h"
+#include "tensor_names.h"
 
 namespace autoglm::model {
 namespace fs = std::filesystem;
@@ -97,7 +98,7 @@ ModelShape shape_from_gguf(const fs::path& path) {
   s.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   if (auto ft = file.get_int("general.file_type")) s.stored_type = file_type_name(*ft);
   for (const gguf::TensorInfo& t : file.tensors)
-    s.tensors.push_back({t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes});
+    s.tensors.push_back({t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes, t.dims.size() >= 2 ? t.dims[0] : 0, t.name});
   check_consistent(s, origin);
   return s;
 }
@@ -124,30 +125,30 @@ std::string arch_from_model_type(const std::string& model_type) {
   return model_type;  // llama, qwen2 map to themselves; anything else fails the support check
 }
 
-void add(ModelShape& s, std::string name, uint64_t n, bool matrix) {
-  s.tensors.push_back({std::move(name), n, matrix, 0});
+void add(ModelShape& s, std::string name, uint64_t n, bool matrix, uint64_t cols = 0) {
+  s.tensors.push_back({name, n, matrix, 0, cols, name});
 }
 
 // The tensor list a model of this shape has, for pricing a bare config.json.
 void derive_tensors(ModelShape& s) {
   const ArchTraits& arch = *find_arch(s.architecture);
   const uint64_t d = s.d_model, q = uint64_t{s.n_heads} * s.head_dim, kv = uint64_t{s.n_kv_heads} * s.head_dim;
-  add(s, "token_embd.weight", uint64_t{s.vocab_size} * d, true);
+  add(s, "token_embd.weight", uint64_t{s.vocab_size} * d, true, d);
   for (uint32_t l = 0; l < s.n_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
     add(s, p + "attn_norm.weight", d, false);
-    add(s, p + "attn_q.weight", d * q, true);
-    add(s, p + "attn_k.weight", d * kv, true);
-    add(s, p + "attn_v.weight", d * kv, true);
+    add(s, p + "attn_q.weight", d * q, true, d);
+    add(s, p + "attn_k.weight", d * kv, true, d);
+    add(s, p + "attn_v.weight", d * kv, true, d);
     if (arch.qkv_bias) add(s, p + "attn_qkv.bias", q + 2 * kv, false);
-    add(s, p + "attn_output.weight", q * d, true);
+    add(s, p + "attn_output.weight", q * d, true, q);
     add(s, p + "ffn_norm.weight", d, false);
-    add(s, p + "ffn_gate_up.weight", 2 * d * s.ffn_dim, true);
-    add(s, p + "ffn_down.weight", d * s.ffn_dim, true);
+    add(s, p + "ffn_up.weight", 2 * d * s.ffn_dim, true, d);  // gate and up (GLM-4 fuses them)
+    add(s, p + "ffn_down.weight", d * s.ffn_dim, true, s.ffn_dim);
     if (arch.post_norms) add(s, p + "post_norms.weight", 2 * d, false);
   }
   add(s, "output_norm.weight", d, false);
-  if (!s.tied_embeddings) add(s, "output.weight", uint64_t{s.vocab_size} * d, true);
+  if (!s.tied_embeddings) add(s, "output.weight", uint64_t{s.vocab_size} * d, true, d);
 }
 
 // Replaces the derived tensor list with the real one from the safetensors headers.
@@ -161,8 +162,11 @@ void read_safetensors_tensors(ModelShape& s, const fs::path& folder) {
   s.format = "hf";
   for (const fs::path& shard : shards) {
     const safetensors::File file = safetensors::read_file_header(shard);
-    for (const safetensors::TensorInfo& t : file.tensors)
-      s.tensors.push_back({t.name, t.n_elements(), t.shape.size() >= 2, t.end - t.begin});
+    for (const safetensors::TensorInfo& t : file.tensors) {
+      const bool matrix = t.shape.size() >= 2;
+      s.tensors.push_back({t.name, t.n_elements(), matrix, t.end - t.begin, matrix ? t.shape.back() : 0,
+                           gguf_name_of_checkpoint(t.name).value_or(t.name)});
+    }
   }
 }
 

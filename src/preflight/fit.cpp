@@ -5,6 +5,8 @@
 #include <cctype>
 #include <fmt/format.h>
 
+#include "autoglm/kernels.h"
+#include "autoglm/quant_recipe.h"
 #include "autoglm/units.h"
 
 namespace autoglm::preflight {
@@ -47,6 +49,31 @@ uint64_t bytes_for(uint64_t n, const QuantInfo& q) {
 bool is_output_projection(const model::TensorSize& t, bool tied) {
   if (t.name == "output.weight" || t.name == "lm_head.weight") return true;
   return tied && (t.name == "token_embd.weight" || t.name == "model.embed_tokens.weight");
+}
+
+kernels::DType dtype_of(Quant q) {
+  switch (q) {
+    case Quant::f32: return kernels::DType::f32;
+    case Quant::f16: return kernels::DType::f16;
+    case Quant::bf16: return kernels::DType::bf16;
+    case Quant::q8_0: return kernels::DType::q8_0;
+    case Quant::q4_k: return kernels::DType::q4_k;
+    case Quant::q4_0: return kernels::DType::q4_0;
+  }
+  return kernels::DType::f32;
+}
+
+// A matrix's bytes at `q` as `quantize` writes it: the recipe's type for its name (Q4_K_M's Q6_K
+// tensors, the output projection of 4-bit files) and llama.cpp's fallback for rows that are not
+// whole blocks (GLM-4-9B's ffn_down: Q5_0 / Q8_0). Without a row length, by the element count.
+uint64_t matrix_bytes(const model::ModelShape& shape, const model::TensorSize& t, Quant q) {
+  if (t.cols == 0 || t.n_elements % t.cols != 0) {
+    const bool q6k = (q == Quant::q4_k || q == Quant::q4_0) && is_output_projection(t, shape.tied_embeddings);
+    return bytes_for(t.n_elements, q6k ? kQ6K : info(q));
+  }
+  const kernels::DType type =
+      model::recipe_type(dtype_of(q), t.gguf_name, shape.n_layers, shape.tied_embeddings, t.cols);
+  return t.n_elements / t.cols * kernels::row_bytes(type, t.cols);
 }
 
 std::string lower(std::string_view s) {
@@ -219,15 +246,8 @@ uint64_t weight_bytes(const model::ModelShape& shape, std::optional<Quant> quant
     quant = parse_quant(shape.stored_type).value_or(Quant::bf16);
   }
   uint64_t total = 0;
-  for (const model::TensorSize& t : shape.tensors) {
-    if (!t.is_matrix) {
-      total += t.n_elements * 4;  // norms and biases stay f32
-    } else if (*quant == Quant::q4_k && is_output_projection(t, shape.tied_embeddings)) {
-      total += bytes_for(t.n_elements, kQ6K);
-    } else {
-      total += bytes_for(t.n_elements, info(*quant));
-    }
-  }
+  for (const model::TensorSize& t : shape.tensors)
+    total += t.is_matrix ? matrix_bytes(shape, t, *quant) : t.n_elements * 4;  // norms and biases stay f32
   return total;
 }
 

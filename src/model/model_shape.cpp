@@ -98,7 +98,8 @@ ModelShape shape_from_gguf(const fs::path& path) {
   s.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   if (auto ft = file.get_int("general.file_type")) s.stored_type = file_type_name(*ft);
   for (const gguf::TensorInfo& t : file.tensors)
-    s.tensors.push_back({t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes, t.dims.size() >= 2 ? t.dims[0] : 0, t.name});
+    s.tensors.push_back(
+        {t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes, t.dims.size() >= 2 ? t.dims[0] : 0, t.name});
   check_consistent(s, origin);
   return s;
 }

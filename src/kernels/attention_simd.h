@@ -112,6 +112,16 @@ void add_values(const float* v, size_t width, size_t d0, size_t tail, size_t vis
   }
 }
 
+// add_values with NC = nc output vectors (1 <= nc <= kOutVectors): only those counts are instantiated.
+template <size_t NQ, size_t NC = 1>
+void add_values_n(size_t nc, const float* v, size_t width, size_t d0, size_t tail, size_t visible,
+                  const float (*w)[kKeyBlock], float* const* out, const float* correction) {
+  if constexpr (NC < S::kOutVectors) {
+    if (nc > NC) return add_values_n<NQ, NC + 1>(nc, v, width, d0, tail, visible, w, out, correction);
+  }
+  add_values<NQ, NC>(v, width, d0, tail, visible, w, out, correction);
+}
+
 template <size_t NQ>
 void add_values_of_block(const float* v, size_t hd, size_t width, size_t visible, const float (*w)[kKeyBlock],
                          float* const* out, const float* correction) {
@@ -119,16 +129,7 @@ void add_values_of_block(const float* v, size_t hd, size_t width, size_t visible
   for (size_t d0 = 0; d0 < hd; d0 += kSpan) {
     const size_t n = smaller(hd - d0, kSpan);
     const size_t nc = (n + S::kLanes - 1) / S::kLanes, tail = n - (nc - 1) * S::kLanes;
-    switch (nc) {
-      case 1: add_values<NQ, 1>(v, width, d0, tail, visible, w, out, correction); break;
-      case 2: add_values<NQ, 2>(v, width, d0, tail, visible, w, out, correction); break;
-      case 3: add_values<NQ, 3>(v, width, d0, tail, visible, w, out, correction); break;
-      case 4: add_values<NQ, 4>(v, width, d0, tail, visible, w, out, correction); break;
-      case 5: add_values<NQ, 5>(v, width, d0, tail, visible, w, out, correction); break;
-      case 6: add_values<NQ, 6>(v, width, d0, tail, visible, w, out, correction); break;
-      case 7: add_values<NQ, 7>(v, width, d0, tail, visible, w, out, correction); break;
-      default: add_values<NQ, S::kOutVectors>(v, width, d0, tail, visible, w, out, correction); break;
-    }
+    add_values_n<NQ>(nc, v, width, d0, tail, visible, w, out, correction);
   }
 }
 

@@ -130,17 +130,17 @@ TEST(BenchmarkSse, EndpointAndPrompt) {
 TEST(BenchmarkLocal, GenerationIsComparedWithTheReadBandwidthAroundEachRepetition) {
   b::Measurement r;
   r.samples = {10, 20};  // tokens/s of two repetitions, 1 GB per token
-  const std::vector<double> reads{10, 30, 10};  // before, between, after: each repetition's reference is 20
-  b::compare_with_reads(r, 1.0, reads);
+  const std::vector<double> before{10, 30}, after{30, 10};  // each repetition's reference is 20
+  b::compare_with_reads(r, 1.0, before, after);
   ASSERT_TRUE(r.reference_gbps && r.bandwidth_share);
   EXPECT_DOUBLE_EQ(*r.reference_gbps, 20);
   EXPECT_DOUBLE_EQ(*r.bandwidth_share, (10.0 / 20 + 20.0 / 20) / 2) << "the mean of each repetition's own share";
 
   b::Measurement missing;
   missing.samples = {10, 20};
-  b::compare_with_reads(missing, 1.0, std::vector<double>{10, 30});
-  EXPECT_FALSE(missing.reference_gbps || missing.bandwidth_share) << "a reading per repetition and one before them";
-  b::compare_with_reads(missing, 1.0, std::vector<double>{0, 0, 10});
+  b::compare_with_reads(missing, 1.0, std::vector<double>{10, 30}, std::vector<double>{30});
+  EXPECT_FALSE(missing.reference_gbps || missing.bandwidth_share) << "a reading on each side of every repetition";
+  b::compare_with_reads(missing, 1.0, std::vector<double>{0, 0}, std::vector<double>{0, 10});
   EXPECT_FALSE(missing.reference_gbps || missing.bandwidth_share) << "a zero reference";
 }
 
@@ -202,6 +202,9 @@ TEST(BenchmarkLocal, TinyModel) {
         << "the model was loaded with the default, repack where the kernels have a layout of their own";
     EXPECT_EQ(row["gbps"].is_null(), row["test"] == "pp16");
     EXPECT_EQ(row["reference_gbps"].is_null(), row["test"] == "pp16");
+    // batch scaling: each test's tokens/s over its own batch-1 figure
+    const double one = row["test"] == "pp16" ? r.measurements[0].tokens_per_second : r.measurements[2].tokens_per_second;
+    EXPECT_DOUBLE_EQ(row["times_batch_1"].get<double>(), row["tokens_per_second"].get<double>() / one);
   }
   EXPECT_NE(b::render_local(r, b::Format::table).find("tg8"), std::string::npos);
   EXPECT_NE(b::render_local(r, b::Format::markdown).find("| tiny-q8_0.gguf |"), std::string::npos);

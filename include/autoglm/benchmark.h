@@ -125,16 +125,20 @@ struct LocalReport {
 //       engine steps of up to 512 tokens as the server does; aggregate prompt tokens/s = B*N / time.
 //   tg: B sequences start from a short untimed prompt, then N steps that each append one token to
 //       every sequence; aggregate tokens/s = B*N / time, GB/s = weight_bytes_per_step * N / time;
-//       with options.memory_bytes > 0, the read bandwidth is measured (best of 2, untimed) before
-//       the first repetition and after each one, for reference_gbps and bandwidth_share.
-// Before each (test, batch): one untimed warm-up run (pp: one sequence; tg: up to 8 steps).
+//       with options.memory_bytes > 0, the read bandwidth is measured (best of 2, untimed) just
+//       before and just after each repetition, for reference_gbps and bandwidth_share.
+// First one untimed warm-up of each (test, batch) (pp: one sequence; tg: up to 8 steps), then
+// options.repetitions rounds, each running one repetition of every (test, batch) in turn: every
+// batch size is measured over the same stretch of time, so a drifting machine skews no ratio.
 // Throws Error (exit 2) for options the model cannot take (lengths beyond its context).
 LocalReport run_local(const model::Model& m, const std::string& model_name, const LocalOptions& options);
 
 // Sets r.reference_gbps and r.bandwidth_share: repetition i read `gb_per_token` x r.samples[i] GB/s
-// against the mean of read_gbps[i] and read_gbps[i + 1] (measured before and after it). Leaves both
-// unset unless there is one more reading than repetitions and every reference is positive.
-void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> read_gbps);
+// against the mean of before[i] and after[i] (the read bandwidth measured just before and just
+// after it). Leaves both unset unless there is a reading on each side of every repetition and every
+// reference is positive.
+void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> before,
+                        std::span<const double> after);
 
 // ---- server-sent events (http_load.cpp) ----
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fmt/format.h>
+#include <functional>
 #include <optional>
 #include <random>
 #include <span>
@@ -137,25 +138,23 @@ class Bench {
   std::vector<float> logits_;
 };
 
-Measurement measure(const std::string& test, size_t batch, size_t tokens, int repetitions,
-                    const std::function<double()>& run_once) {
-  Measurement r;
-  r.test = test;
-  r.batch = batch;
-  for (int rep = 0; rep < repetitions; ++rep)
-    r.samples.push_back(static_cast<double>(batch * tokens) / run_once());
-  r.tokens_per_second = mean(r.samples);
-  r.stddev = stddev(r.samples);
-  return r;
-}
+// One (test, batch) pair: its repetitions and, for tg, the read bandwidth around each one.
+struct Series {
+  Measurement m;
+  size_t tokens = 0;                  // per sequence and repetition
+  std::function<double()> run;        // seconds of one repetition
+  bool generation = false;
+  std::vector<double> before, after;  // read GB/s just before and just after each repetition
+};
 
 }  // namespace
 
-void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> read_gbps) {
-  if (read_gbps.size() != r.samples.size() + 1) return;
+void compare_with_reads(Measurement& r, double gb_per_token, std::span<const double> before,
+                        std::span<const double> after) {
+  if (before.size() != r.samples.size() || after.size() != r.samples.size() || r.samples.empty()) return;
   std::vector<double> refs, shares;
   for (size_t i = 0; i < r.samples.size(); ++i) {
-    refs.push_back((read_gbps[i] + read_gbps[i + 1]) / 2);
+    refs.push_back((before[i] + after[i]) / 2);
     if (refs.back() <= 0) return;
     shares.push_back(gb_per_token * r.samples[i] / refs.back());
   }
@@ -212,25 +211,46 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   }
 
   const std::string pp = fmt::format("pp{}", o.prompt_tokens), tg = fmt::format("tg{}", o.gen_tokens);
-  for (size_t batch : o.batches) {
-    status.show(fmt::format("bench: {} at batch {} ({} runs after a warm-up)", pp, batch, o.repetitions));
-    bench.prefill(1, o.prompt_tokens);  // warm-up: pages of the weights, activation buffers
-    report.measurements.push_back(measure(pp, batch, o.prompt_tokens, o.repetitions,
-                                          [&] { return bench.prefill(batch, o.prompt_tokens); }));
+  std::vector<Series> series(2 * o.batches.size());
+  for (size_t i = 0; i < o.batches.size(); ++i) {
+    const size_t batch = o.batches[i];
+    Series &p = series[i], &g = series[o.batches.size() + i];
+    p.m.test = pp;
+    g.m.test = tg;
+    p.m.batch = g.m.batch = batch;
+    p.tokens = o.prompt_tokens;
+    g.tokens = o.gen_tokens;
+    p.run = [&bench, batch, &o] { return bench.prefill(batch, o.prompt_tokens); };
+    g.run = [&bench, batch, &o] { return bench.generate(batch, o.gen_tokens); };
+    g.generation = true;
   }
-  for (size_t batch : o.batches) {
-    status.show(fmt::format("bench: {} at batch {} ({} runs after a warm-up)", tg, batch, o.repetitions));
-    bench.generate(batch, std::min(o.gen_tokens, kTgWarmupSteps));
-    std::vector<double> read_gbps;  // before the first repetition, then after each
-    if (probe) read_gbps.push_back(probe->measure(kProbePasses).gbps);
-    Measurement r = measure(tg, batch, o.gen_tokens, o.repetitions, [&] {
-      const double s = bench.generate(batch, o.gen_tokens);
-      if (probe) read_gbps.push_back(probe->measure(kProbePasses).gbps);
-      return s;
-    });
-    const double bytes = static_cast<double>(weight_bytes_per_step(m, batch));
-    r.gbps = bytes * r.tokens_per_second / static_cast<double>(batch) / 1e9;
-    if (probe) compare_with_reads(r, bytes / static_cast<double>(batch) / 1e9, read_gbps);
+
+  status.show("bench: warm-up");  // pages of the weights, activation buffers, each batch's shapes
+  for (const Series& s : series) {
+    if (s.generation) bench.generate(s.m.batch, std::min(o.gen_tokens, kTgWarmupSteps));
+    else bench.prefill(1, o.prompt_tokens);
+  }
+  // Rounds: one repetition of every series per round, so each batch size meets the same minutes of
+  // the machine (its memory bandwidth and clock drift) and ratios between batch sizes are fair.
+  double last_read = -1;  // a reading with nothing run since; negative: none
+  for (int round = 0; round < o.repetitions; ++round) {
+    for (Series& s : series) {
+      status.show(fmt::format("bench: round {}/{}: {} at batch {}", round + 1, o.repetitions, s.m.test, s.m.batch));
+      if (s.generation && probe) s.before.push_back(last_read >= 0 ? last_read : probe->measure(kProbePasses).gbps);
+      last_read = -1;
+      s.m.samples.push_back(static_cast<double>(s.m.batch * s.tokens) / s.run());
+      if (s.generation && probe) s.after.push_back(last_read = probe->measure(kProbePasses).gbps);
+    }
+  }
+  for (Series& s : series) {
+    Measurement& r = s.m;
+    r.tokens_per_second = mean(r.samples);
+    r.stddev = stddev(r.samples);
+    if (s.generation) {
+      const double bytes = static_cast<double>(weight_bytes_per_step(m, r.batch));
+      r.gbps = bytes * r.tokens_per_second / static_cast<double>(r.batch) / 1e9;
+      compare_with_reads(r, bytes / static_cast<double>(r.batch) / 1e9, s.before, s.after);
+    }
     report.measurements.push_back(std::move(r));
   }
   return report;

@@ -2,6 +2,7 @@
 // and the progress line shown while a run goes on.
 #include <cstdio>
 #include <fmt/format.h>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "autoglm/benchmark.h"
@@ -24,6 +25,17 @@ std::string reference_cell(const Measurement& m) {
   return m.reference_gbps ? fmt::format("{:.2f}", *m.reference_gbps) : "";
 }
 
+// tokens/s of m over those of the same test at batch 1, when that was measured
+std::optional<double> times_batch_1(const LocalReport& r, const Measurement& m) {
+  for (const Measurement& one : r.measurements)
+    if (one.test == m.test && one.batch == 1 && one.tokens_per_second > 0) return m.tokens_per_second / one.tokens_per_second;
+  return std::nullopt;
+}
+std::string times_cell(const LocalReport& r, const Measurement& m) {
+  const std::optional<double> x = times_batch_1(r, m);
+  return x ? fmt::format("{:.2f}×", *x) : "–";
+}
+
 std::string memory_line(const LocalReport& r) {
   if (!r.memory) return "memory read bandwidth: not measured";
   const MemoryBandwidth& m = *r.memory;
@@ -40,21 +52,22 @@ std::string local_table(const LocalReport& r) {
   out += memory_line(r) + "\n";
   out += fmt::format("weights read per decode step: {:.3f} GB at batch 1; tg sequences start from a {}-token prompt\n\n",
                      gb(r.bytes_per_token), r.tg_context);
-  out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>10} {:>12}\n", "test", "batch", "tokens/s", "GB/s", "read GB/s",
-                     "% of read BW");
+  out += fmt::format("{:<8} {:>5} {:>22} {:>10} {:>8} {:>10} {:>12}\n", "test", "batch", "tokens/s", "× batch 1",
+                     "GB/s", "read GB/s", "% of read BW");
   for (const Measurement& m : r.measurements)
-    out += fmt::format("{:<8} {:>5} {:>22} {:>8} {:>10} {:>12}\n", m.test, m.batch, tokens_cell(m), gbps_cell(m),
-                       reference_cell(m), share_cell(m));
+    out += fmt::format("{:<8} {:>5} {:>22} {:>9} {:>8} {:>10} {:>12}\n", m.test, m.batch, tokens_cell(m),
+                       times_cell(r, m), gbps_cell(m), reference_cell(m), share_cell(m));
   return out;
 }
 
 std::string local_markdown(const LocalReport& r) {
   std::string out = memory_line(r) + "\n\n";
-  out += "| model | size (GB) | type | backend | threads | test | batch | tokens/s | GB/s | read GB/s | % of read BW |\n";
-  out += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  out += "| model | size (GB) | type | backend | threads | test | batch | tokens/s | × batch 1 | GB/s | read GB/s | % of read BW |\n";
+  out += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Measurement& m : r.measurements)
-    out += fmt::format("| {} | {:.2f} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |\n", r.model,
+    out += fmt::format("| {} | {:.2f} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.model,
                        gb(r.model_bytes), r.type, r.backend, r.isa, r.threads, m.test, m.batch, tokens_cell(m),
+                       times_cell(r, m),
                        m.gbps ? gbps_cell(m) : "–", m.reference_gbps ? reference_cell(m) : "–",
                        m.bandwidth_share ? share_cell(m) : "–");
   return out;
@@ -69,7 +82,8 @@ std::string local_json(const LocalReport& r) {
   json rows = json::array();
   for (const Measurement& m : r.measurements) {
     rows.push_back({{"test", m.test}, {"batch", m.batch}, {"tokens_per_second", m.tokens_per_second},
-                    {"stddev", m.stddev}, {"samples", m.samples}, {"gbps", optional_json(m.gbps)},
+                    {"stddev", m.stddev}, {"samples", m.samples}, {"times_batch_1", optional_json(times_batch_1(r, m))},
+                    {"gbps", optional_json(m.gbps)},
                     {"reference_gbps", optional_json(m.reference_gbps)}, {"bandwidth_share", optional_json(m.bandwidth_share)},
                     {"memory_gbps", r.memory ? json(r.memory->gbps) : json(nullptr)}, {"model", r.model},
                     {"type", r.type}, {"backend", r.backend}, {"isa", r.isa}, {"repacked", r.repacked}, {"threads", r.threads},

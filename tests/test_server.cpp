@@ -797,6 +797,13 @@ TEST_F(ServeApi, MetricsInPrometheusFormat) {
   EXPECT_GE(metric(m, "autoglm_generation_tokens_total").value_or(0), 3) << m;
   EXPECT_GT(metric(m, "autoglm_kv_cache_blocks_capacity").value_or(0), 0) << m;
   EXPECT_GE(metric(m, "autoglm_time_to_first_token_seconds_count").value_or(0), 1) << m;
+  // the engine's own decode rate: steps that only generated, their tokens and time
+  const double steps = metric(m, "autoglm_decode_steps_total").value_or(0);
+  EXPECT_GE(steps, 2) << "a 3-token answer takes at least 2 steps after its prompt's\n" << m;
+  EXPECT_GE(metric(m, "autoglm_decode_step_tokens_total").value_or(0), steps) << m;
+  const double decode_s = metric(m, "autoglm_decode_step_seconds_total").value_or(0);
+  EXPECT_GT(decode_s, 0) << m;
+  EXPECT_GT(metric(m, "autoglm_engine_step_seconds_total").value_or(0), decode_s) << "prompt steps count too\n" << m;
 }
 
 TEST_F(ServeApi, RequestIdIsEchoedOrMade) {

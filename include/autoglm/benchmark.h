@@ -206,6 +206,12 @@ struct LoadLevel {
   std::optional<double> prompt_tokens_mean;  // as the server counted them
   std::optional<double> cached_prompt_tokens_mean;  // of those, taken from the server's prefix cache
   std::map<std::string, size_t> errors;      // "500", "stream_error", "curl: ..." -> count
+  // The server's own decode rate over the run, from its /metrics before and after it (autoglm-deploy
+  // serve; unset for servers without these counters, or when no step only generated): steps/s of
+  // its engine steps that only generated (one sequence's decode rate inside the engine, to set
+  // against stream_tokens_per_second: the difference is what the HTTP path costs), and their tokens/s.
+  std::optional<double> engine_decode_steps_per_second;
+  std::optional<double> engine_decode_tokens_per_second;
 };
 
 // Aggregates the results of one run that took `wall_s`.
@@ -219,6 +225,10 @@ struct HttpReport {
   std::optional<std::chrono::milliseconds> duration;
   std::vector<LoadLevel> levels;
 };
+
+// The value of an unlabelled sample `name` in Prometheus text ("name 12.5"); nullopt when absent
+// or not a finite number.
+std::optional<double> prometheus_value(std::string_view text, std::string_view name);
 
 // Requests per run when neither --requests nor --duration is given: 4 per slot, at least 8.
 size_t default_requests(int concurrency);

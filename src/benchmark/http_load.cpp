@@ -1,5 +1,7 @@
 // The HTTP load generator: streaming chat completions kept in flight on libcurl's multi interface,
 // each request's timings taken from its server-sent events as they arrive.
+#include <cmath>
+#include <cstdlib>
 #include <curl/curl.h>
 #include <fmt/format.h>
 #include <limits>
@@ -7,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <spdlog/spdlog.h>
+#include <string_view>
 
 #include "autoglm/benchmark.h"
 #include "autoglm/error.h"
@@ -355,13 +358,11 @@ size_t write_to_string(char* data, size_t size, size_t count, void* user) {
   return size * count;
 }
 
-// GET /v1/models: the served model's id for the report. Fails early, with a clear message, when
-// nothing answers at the URL or the API key is refused; "" when the server has no such endpoint.
-std::string served_model(const HttpOptions& o) {
+// GET `url` with the API key; the body, and the status in `status` (0 when nothing answered).
+std::string http_get(const HttpOptions& o, const std::string& url, long& status, CURLcode& rc) {
   EasyPtr e = new_easy();
   ListPtr headers = request_headers(o.api_key);
   std::string body;
-  const std::string url = api_base(o.url) + "/models";
   curl_easy_setopt(e.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(e.get(), CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(e.get(), CURLOPT_WRITEFUNCTION, &write_to_string);
@@ -369,18 +370,56 @@ std::string served_model(const HttpOptions& o) {
   curl_easy_setopt(e.get(), CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e.get(), CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(o.connect_timeout.count()));
   curl_easy_setopt(e.get(), CURLOPT_TIMEOUT, 30L);
-  const CURLcode rc = curl_easy_perform(e.get());
+  rc = curl_easy_perform(e.get());
+  status = 0;
+  if (rc == CURLE_OK) curl_easy_getinfo(e.get(), CURLINFO_RESPONSE_CODE, &status);
+  return body;
+}
+
+// GET /v1/models: the served model's id for the report. Fails early, with a clear message, when
+// nothing answers at the URL or the API key is refused; "" when the server has no such endpoint.
+std::string served_model(const HttpOptions& o) {
+  const std::string url = api_base(o.url) + "/models";
+  long status = 0;
+  CURLcode rc = CURLE_OK;
+  const std::string body = http_get(o, url, status, rc);
   if (rc != CURLE_OK)
     throw Error(kExitCheckFailed, fmt::format("cannot reach {}: {}; is the server running? (start it with "
                                               "`autoglm-deploy serve`, or check --url)", url, curl_easy_strerror(rc)));
-  long status = 0;
-  curl_easy_getinfo(e.get(), CURLINFO_RESPONSE_CODE, &status);
   if (status == 401)
     throw Error(kExitUsage, fmt::format("{} refused the API key (401): pass --api-key KEY or set AUTOGLM_API_KEY", url));
   const json j = json::parse(body, nullptr, false);
   if (status != 200 || !j.is_object() || !j.contains("data") || !j["data"].is_array() || j["data"].empty()) return "";
   const json& first = j["data"].front();
   return first.is_object() && first.contains("id") && first["id"].is_string() ? first["id"].get<std::string>() : "";
+}
+
+// The decode counters of an autoglm-deploy server's /metrics; nullopt for a server without them.
+struct DecodeCounters {
+  double steps = 0, tokens = 0, seconds = 0;
+};
+
+std::optional<DecodeCounters> decode_counters(const HttpOptions& o) {
+  std::string root = api_base(o.url);
+  root.resize(root.size() - 3);  // without "/v1"
+  long status = 0;
+  CURLcode rc = CURLE_OK;
+  const std::string text = http_get(o, root + "/metrics", status, rc);
+  if (rc != CURLE_OK || status != 200) return std::nullopt;
+  const auto steps = prometheus_value(text, "autoglm_decode_steps_total"),
+             tokens = prometheus_value(text, "autoglm_decode_step_tokens_total"),
+             seconds = prometheus_value(text, "autoglm_decode_step_seconds_total");
+  if (!steps || !tokens || !seconds) return std::nullopt;
+  return DecodeCounters{*steps, *tokens, *seconds};
+}
+
+// The engine's decode rate between two readings of its counters, when it decoded in between.
+void set_engine_rates(LoadLevel& l, const std::optional<DecodeCounters>& before, const std::optional<DecodeCounters>& after) {
+  if (!before || !after) return;
+  const double steps = after->steps - before->steps, seconds = after->seconds - before->seconds;
+  if (steps <= 0 || seconds <= 0) return;
+  l.engine_decode_steps_per_second = steps / seconds;
+  l.engine_decode_tokens_per_second = (after->tokens - before->tokens) / seconds;
 }
 
 }  // namespace
@@ -414,6 +453,21 @@ void SseParser::line(std::string_view text, const std::function<void(const std::
   if (has_data_) data_ += '\n';
   data_.append(text);
   has_data_ = true;
+}
+
+std::optional<double> prometheus_value(std::string_view text, std::string_view name) {
+  while (!text.empty()) {
+    const size_t end = std::min(text.find('\n'), text.size());
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(std::min(end + 1, text.size()));
+    if (line.size() <= name.size() || line.substr(0, name.size()) != name || line[name.size()] != ' ') continue;
+    const std::string value(line.substr(name.size() + 1));
+    char* stop = nullptr;
+    const double v = std::strtod(value.c_str(), &stop);
+    if (stop == value.c_str() || !std::isfinite(v)) return std::nullopt;
+    return v;
+  }
+  return std::nullopt;
 }
 
 size_t default_requests(int concurrency) { return std::max<size_t>(8, 4 * static_cast<size_t>(concurrency)); }
@@ -494,7 +548,12 @@ HttpReport run_http_load(const HttpOptions& options) {
   report.max_tokens = options.max_tokens;
   report.requests = options.requests;
   report.duration = options.duration;
-  for (int c : options.concurrency) report.levels.push_back(run_load_level(options, c));
+  for (int c : options.concurrency) {
+    const std::optional<DecodeCounters> before = decode_counters(options);
+    LoadLevel level = run_load_level(options, c);
+    set_engine_rates(level, before, decode_counters(options));
+    report.levels.push_back(std::move(level));
+  }
   return report;
 }
 

@@ -128,16 +128,33 @@ std::string prompt_cell(const LoadLevel& l) {
   return fmt::format("{:.0f} ({:.0f} cached)", *l.prompt_tokens_mean, *l.cached_prompt_tokens_mean);
 }
 
+// The engine's decode rate per sequence during the run, and what one stream received of it.
+std::string engine_cell(const LoadLevel& l) {
+  return l.engine_decode_steps_per_second ? fmt::format("{:.2f}", *l.engine_decode_steps_per_second) : "–";
+}
+std::optional<double> stream_share(const LoadLevel& l) {
+  if (!l.engine_decode_steps_per_second || l.stream_tokens_per_second <= 0) return std::nullopt;
+  return l.stream_tokens_per_second / *l.engine_decode_steps_per_second;
+}
+std::string share_of_engine_cell(const LoadLevel& l) {
+  const std::optional<double> x = stream_share(l);
+  return x ? fmt::format("{:.1f} %", *x * 100) : "–";
+}
+
 std::string http_table(const HttpReport& r) {
   std::string out = http_header(r) + "latencies in ms: latency p50/p90/p95/p99, TTFT p50/p99, ITL mean/p50/p99\n\n";
-  out += fmt::format("{:>4} {:>5} {:>5} {:>6} {:>7} {:>7} {:>7} {:>16} {:>31} {:>17} {:>19} {:>8} {:>11}\n", "conc", "sent",
-                     "ok", "failed", "aborted", "req/s", "success", "prompt", "latency", "TTFT", "ITL", "tok/s", "stream tok/s");
+  out += fmt::format("{:>4} {:>5} {:>5} {:>6} {:>7} {:>7} {:>7} {:>16} {:>31} {:>17} {:>19} {:>8} {:>12} {:>12} {:>9}\n",
+                     "conc", "sent", "ok", "failed", "aborted", "req/s", "success", "prompt", "latency", "TTFT", "ITL",
+                     "tok/s", "stream tok/s", "engine tok/s", "stream/engine");
   for (const LoadLevel& l : r.levels) {
-    out += fmt::format("{:>4} {:>5} {:>5} {:>6} {:>7} {:>7.2f} {:>6.1f}% {:>16} {:>31} {:>17} {:>19} {:>8.1f} {:>11.2f}\n",
+    out += fmt::format("{:>4} {:>5} {:>5} {:>6} {:>7} {:>7.2f} {:>6.1f}% {:>16} {:>31} {:>17} {:>19} {:>8.1f} {:>12.2f} {:>12} {:>9}\n",
                        l.concurrency, l.launched, l.succeeded, l.failed, l.aborted, l.requests_per_second,
                        l.success_rate * 100, prompt_cell(l), dist_cell(l.latency_s, true), dist_cell(l.ttft_s, false),
-                       itl_cell(l.itl_s), l.tokens_per_second, l.stream_tokens_per_second);
+                       itl_cell(l.itl_s), l.tokens_per_second, l.stream_tokens_per_second, engine_cell(l),
+                       share_of_engine_cell(l));
   }
+  out += "engine tok/s: one sequence's decode rate inside the server's engine during the run (its /metrics: steps that "
+         "only generated); stream/engine: what one stream received of it\n";
   for (const LoadLevel& l : r.levels)
     if (!l.errors.empty()) out += fmt::format("errors at concurrency {}: {}\n", l.concurrency, errors_cell(l));
   return out;
@@ -146,13 +163,15 @@ std::string http_table(const HttpReport& r) {
 std::string http_markdown(const HttpReport& r) {
   std::string out = http_header(r) + "\n";
   out += "| concurrency | requests | ok | failed | aborted | req/s | success | prompt tokens | latency p50 / p90 / p95 / "
-         "p99 (ms) | TTFT p50 / p99 (ms) | ITL mean / p50 / p99 (ms) | tokens/s | stream tokens/s | errors |\n";
-  out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+         "p99 (ms) | TTFT p50 / p99 (ms) | ITL mean / p50 / p99 (ms) | tokens/s | stream tokens/s | engine tokens/s "
+         "| stream / engine | errors |\n";
+  out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const LoadLevel& l : r.levels)
-    out += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {:.1f} % | {} | {} | {} | {} | {:.1f} | {:.2f} | {} |\n",
+    out += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {:.1f} % | {} | {} | {} | {} | {:.1f} | {:.2f} | {} | {} | {} |\n",
                        l.concurrency, l.launched, l.succeeded, l.failed, l.aborted, l.requests_per_second,
                        l.success_rate * 100, prompt_cell(l), dist_cell(l.latency_s, true), dist_cell(l.ttft_s, false),
-                       itl_cell(l.itl_s), l.tokens_per_second, l.stream_tokens_per_second, errors_cell(l));
+                       itl_cell(l.itl_s), l.tokens_per_second, l.stream_tokens_per_second, engine_cell(l),
+                       share_of_engine_cell(l), errors_cell(l));
   return out;
 }
 
@@ -170,6 +189,9 @@ std::string http_json(const HttpReport& r) {
                     {"latency_seconds", dist_json(l.latency_s)}, {"ttft_seconds", dist_json(l.ttft_s)},
                     {"itl_seconds", dist_json(l.itl_s)}, {"generated_tokens", l.generated_tokens},
                     {"tokens_per_second", l.tokens_per_second}, {"stream_tokens_per_second", l.stream_tokens_per_second},
+                    {"engine_decode_steps_per_second", optional_json(l.engine_decode_steps_per_second)},
+                    {"engine_decode_tokens_per_second", optional_json(l.engine_decode_tokens_per_second)},
+                    {"stream_over_engine", optional_json(stream_share(l))},
                     {"prompt_tokens_mean", optional_json(l.prompt_tokens_mean)},
                     {"cached_prompt_tokens_mean", optional_json(l.cached_prompt_tokens_mean)}, {"prompt_words", r.prompt_tokens},
                     {"max_tokens", r.max_tokens}, {"errors", l.errors}});

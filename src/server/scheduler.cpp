@@ -153,6 +153,10 @@ SchedulerStats Scheduler::stats() const {
   s.prompt_tokens = prompt_total_;
   s.generated_tokens = generated_total_;
   s.cached_prompt_tokens = cached_total_;
+  s.engine_seconds = engine_seconds_;
+  s.decode_steps = decode_steps_;
+  s.decode_step_tokens = decode_step_tokens_;
+  s.decode_step_seconds = decode_step_seconds_;
   const auto horizon = Clock::now() - std::chrono::seconds(10);
   size_t tokens = 0;
   for (const auto& [when, n] : recent_)
@@ -286,6 +290,7 @@ void Scheduler::run_step() {
   }
 
   size_t prompt_tokens = 0, generated = 0;
+  const auto started = Clock::now();
   try {
     engine_.step(items_, logits_);
   } catch (const std::exception& e) {
@@ -294,6 +299,7 @@ void Scheduler::run_step() {
     running_.clear();
     return;
   }
+  const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
   for (size_t i = 0; i < items_.size(); ++i) {
     Active& a = *item_owner_[i];
     if (!a.decoding()) {
@@ -310,6 +316,12 @@ void Scheduler::run_step() {
   std::lock_guard lock(mu_);
   prompt_total_ += prompt_tokens;
   generated_total_ += generated;
+  engine_seconds_ += step_seconds;
+  if (decoding == items_.size()) {
+    ++decode_steps_;
+    decode_step_tokens_ += decoding;
+    decode_step_seconds_ += step_seconds;
+  }
   const auto now = Clock::now();
   recent_.emplace_back(now, generated);
   while (!recent_.empty() && recent_.front().first < now - std::chrono::seconds(10)) recent_.pop_front();

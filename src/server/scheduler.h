@@ -102,6 +102,11 @@ struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0;  // since start (prompt: computed, not cached)
   uint64_t cached_prompt_tokens = 0;                 // prompt positions reused from the prefix cache
   double generation_tokens_per_second = 0;           // over the last 10 seconds
+  // Time inside engine steps, and the steps that only generated (no prompt tokens): how fast the
+  // engine itself decodes, to set against what clients receive.
+  double engine_seconds = 0;
+  uint64_t decode_steps = 0, decode_step_tokens = 0;
+  double decode_step_seconds = 0;
 };
 
 class Scheduler {
@@ -147,6 +152,8 @@ class Scheduler {
   // stats, guarded by mu_
   size_t running_count_ = 0, kv_used_ = 0;
   uint64_t prompt_total_ = 0, generated_total_ = 0, cached_total_ = 0;
+  double engine_seconds_ = 0, decode_step_seconds_ = 0;
+  uint64_t decode_steps_ = 0, decode_step_tokens_ = 0;
   std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
 
   struct Finished {

@@ -153,8 +153,9 @@ std::string http_table(const HttpReport& r) {
                        itl_cell(l.itl_s), l.tokens_per_second, l.stream_tokens_per_second, engine_cell(l),
                        share_of_engine_cell(l));
   }
-  out += "engine tok/s: one sequence's decode rate inside the server's engine during the run (its /metrics: steps that "
-         "only generated); stream/engine: what one stream received of it\n";
+  out += "engine tok/s: one sequence's decode rate inside the server's engine during the run (its /metrics: the steps that "
+         "only generated); stream/engine: what one stream received of it (at concurrency 1, the cost of the HTTP path; "
+         "above, streams also wait for steps shared with other requests' prompts)\n";
   for (const LoadLevel& l : r.levels)
     if (!l.errors.empty()) out += fmt::format("errors at concurrency {}: {}\n", l.concurrency, errors_cell(l));
   return out;
@@ -163,8 +164,8 @@ std::string http_table(const HttpReport& r) {
 std::string http_markdown(const HttpReport& r) {
   std::string out = http_header(r) + "\n";
   out += "| concurrency | requests | ok | failed | aborted | req/s | success | prompt tokens | latency p50 / p90 / p95 / "
-         "p99 (ms) | TTFT p50 / p99 (ms) | ITL mean / p50 / p99 (ms) | tokens/s | stream tokens/s | engine tokens/s "
-         "| stream / engine | errors |\n";
+         "p99 (ms) | TTFT p50 / p99 (ms) | ITL mean / p50 / p99 (ms) | tokens/s | stream tokens/s | engine decode "
+         "tokens/s per sequence | stream / engine | errors |\n";
   out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const LoadLevel& l : r.levels)
     out += fmt::format("| {} | {} | {} | {} | {} | {:.2f} | {:.1f} % | {} | {} | {} | {} | {:.1f} | {:.2f} | {} | {} | {} |\n",

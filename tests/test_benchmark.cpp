@@ -114,6 +114,19 @@ TEST(BenchmarkSse, EventsWhateverTheChunking) {
   }
 }
 
+TEST(BenchmarkSse, AnEndlessLineStopsTheParser) {
+  b::SseParser parser;
+  std::vector<std::string> events;
+  const auto collect = [&](const std::string& d) { events.push_back(d); };
+  parser.feed("data: first\n\n", collect);
+  const std::string piece(1 << 20, 'x');  // a server that never ends its line
+  parser.feed("data: ", collect);
+  for (size_t sent = 0; sent <= b::SseParser::kMaxEventBytes; sent += piece.size()) parser.feed(piece, collect);
+  EXPECT_TRUE(parser.overflowed());
+  parser.feed("\n\ndata: later\n\n", collect);  // ignored: the stream is broken
+  EXPECT_EQ(events, std::vector<std::string>{"first"});
+}
+
 TEST(BenchmarkSse, EndpointAndPrompt) {
   EXPECT_EQ(b::chat_endpoint("http://127.0.0.1:8080"), "http://127.0.0.1:8080/v1/chat/completions");
   EXPECT_EQ(b::chat_endpoint("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/v1/chat/completions");

@@ -144,10 +144,14 @@ void compare_with_reads(Measurement& r, double gb_per_token, std::span<const dou
 
 // Splits a byte stream into SSE events, whatever the chunking: calls on_data with each event's
 // data (several "data:" lines joined by '\n') when the blank line ending the event arrives.
-// Accepts \n, \r\n and \r line ends; ignores comments (":...") and other fields.
+// Accepts \n, \r\n and \r line ends; ignores comments (":...") and other fields. A line or an event
+// longer than kMaxEventBytes is no stream a server meant to send: the parser then stops (overflowed()),
+// ignoring the rest, instead of growing without bound.
 class SseParser {
  public:
+  static constexpr size_t kMaxEventBytes = size_t{16} << 20;
   void feed(std::string_view bytes, const std::function<void(const std::string& data)>& on_data);
+  bool overflowed() const { return overflowed_; }
 
  private:
   void line(std::string_view text, const std::function<void(const std::string&)>& on_data);
@@ -155,6 +159,7 @@ class SseParser {
   std::string data_;      // the data of the event being read
   bool has_data_ = false;
   bool after_cr_ = false; // the last byte was '\r': a '\n' right after it ends nothing
+  bool overflowed_ = false;
 };
 
 // ---- HTTP load (http_load.cpp) ----

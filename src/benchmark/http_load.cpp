@@ -151,6 +151,7 @@ class Slot {
 
  private:
   std::string error_category(CURLcode rc) const {
+    if (parser_.overflowed()) return "oversized_event";
     if (rc != CURLE_OK) return std::string("curl: ") + curl_easy_strerror(rc);
     if (result_.status != 200) return std::to_string(result_.status);
     if (error_event_) return "stream_error";
@@ -169,7 +170,7 @@ class Slot {
       return n;
     }
     self->parser_.feed(std::string_view(data, n), [self](const std::string& event) { self->on_event(event); });
-    return n;
+    return self->parser_.overflowed() ? 0 : n;  // 0: libcurl ends the transfer (counted as oversized_event)
   }
 
   void on_event(const std::string& data) {
@@ -353,8 +354,12 @@ class LevelRun {
   detail::StatusLine status_;
 };
 
+// Keeps at most kMaxGetBytes of an answer; beyond that libcurl ends the transfer (CURLE_WRITE_ERROR).
+constexpr size_t kMaxGetBytes = size_t{16} << 20;
 size_t write_to_string(char* data, size_t size, size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
+  auto* body = static_cast<std::string*>(user);
+  if (body->size() + size * count > kMaxGetBytes) return 0;
+  body->append(data, size * count);
   return size * count;
 }
 
@@ -383,6 +388,7 @@ std::string served_model(const HttpOptions& o) {
   long status = 0;
   CURLcode rc = CURLE_OK;
   const std::string body = http_get(o, url, status, rc);
+  if (rc == CURLE_WRITE_ERROR) return "";  // an answer over kMaxGetBytes: no model name from it
   if (rc != CURLE_OK)
     throw Error(kExitCheckFailed, fmt::format("cannot reach {}: {}; is the server running? (start it with "
                                               "`autoglm-deploy serve`, or check --url)", url, curl_easy_strerror(rc)));
@@ -426,6 +432,7 @@ void set_engine_rates(LoadLevel& l, const std::optional<DecodeCounters>& before,
 
 void SseParser::feed(std::string_view bytes, const std::function<void(const std::string&)>& on_data) {
   for (char c : bytes) {
+    if (overflowed_) return;
     if (c == '\n' && after_cr_) {  // the second half of a \r\n
       after_cr_ = false;
       continue;
@@ -436,6 +443,7 @@ void SseParser::feed(std::string_view bytes, const std::function<void(const std:
       pending_.clear();
     } else {
       pending_ += c;
+      overflowed_ = pending_.size() + data_.size() > kMaxEventBytes;
     }
   }
 }

@@ -174,6 +174,7 @@ TEST(BenchmarkLocal, TinyModel) {
   o.prompt_tokens = 16;
   o.gen_tokens = 8;
   o.batches = {1, 2};
+  o.tg_context = 5;
   o.repetitions = 2;
   o.threads = 2;
   o.memory_bytes = size_t{16} << 20;  // enough to exercise the measurement
@@ -215,6 +216,7 @@ TEST(BenchmarkLocal, TinyModel) {
         << "the model was loaded with the default, repack where the kernels have a layout of their own";
     EXPECT_EQ(row["gbps"].is_null(), row["test"] == "pp16");
     EXPECT_EQ(row["reference_gbps"].is_null(), row["test"] == "pp16");
+    EXPECT_EQ(row["tg_context"], 5);
     // batch scaling: each test's tokens/s over its own batch-1 figure
     const double one = row["test"] == "pp16" ? r.measurements[0].tokens_per_second : r.measurements[2].tokens_per_second;
     EXPECT_DOUBLE_EQ(row["times_batch_1"].get<double>(), row["tokens_per_second"].get<double>() / one);
@@ -222,6 +224,16 @@ TEST(BenchmarkLocal, TinyModel) {
   EXPECT_NE(b::render_local(r, b::Format::table).find("tg8"), std::string::npos);
   EXPECT_NE(b::render_local(r, b::Format::markdown).find("| tiny-q8_0.gguf |"), std::string::npos);
 
+  for (const size_t context : {size_t{0}, size_t{spec.context_length}}) {  // none, or no room left for tg
+    b::LocalOptions bad = o;
+    bad.tg_context = context;
+    try {
+      b::run_local(*m, "tiny", bad);
+      ADD_FAILURE() << "no error for --tg-context " << context;
+    } catch (const autoglm::Error& e) {
+      EXPECT_EQ(e.code(), autoglm::kExitUsage);
+    }
+  }
   o.prompt_tokens = spec.context_length + 1;  // beyond the model's context: a usage error
   try {
     b::run_local(*m, "tiny", o);

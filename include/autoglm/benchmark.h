@@ -85,6 +85,7 @@ uint64_t model_bytes(const model::Model& m);
 struct LocalOptions {
   size_t prompt_tokens = 512;        // -p: pp<N>, N > 0
   size_t gen_tokens = 128;           // -n: tg<N>, N > 0
+  size_t tg_context = 16;            // --tg-context: tokens each tg sequence holds before its timed steps
   std::vector<size_t> batches{1};    // -b
   int repetitions = 5;               // -r, after one warm-up run
   int threads = 0;                   // 0: one per hardware thread
@@ -123,8 +124,8 @@ struct LocalReport {
 // Runs pp<N> and tg<N> at each batch size on `m`:
 //   pp: B sequences, each with its own KV sequence, prefill N random tokens each, packed into
 //       engine steps of up to 512 tokens as the server does; aggregate prompt tokens/s = B*N / time.
-//   tg: B sequences start from a short untimed prompt, then N steps that each append one token to
-//       every sequence; aggregate tokens/s = B*N / time, GB/s = weight_bytes_per_step * N / time;
+//   tg: B sequences start from an untimed prompt of options.tg_context tokens, then N steps that
+//       each append one token to every sequence; aggregate tokens/s = B*N / time, GB/s = weight_bytes_per_step * N / time;
 //       with options.memory_bytes > 0, the read bandwidth is measured (best of 2, untimed) just
 //       before and just after each repetition, for reference_gbps and bandwidth_share.
 // First one untimed warm-up of each (test, batch) (pp: one sequence; tg: up to 8 steps), then

@@ -22,7 +22,6 @@ using Sequence = engine::KvCache::Sequence;
 
 constexpr size_t kBlock = 16;          // KV cache block, as the server uses
 constexpr size_t kStepTokens = 512;    // tokens per step: the server's prefill step when nothing generates
-constexpr size_t kTgContext = 16;      // tg sequences start from a short prompt, as bench_engine's tg128 does
 constexpr size_t kTgWarmupSteps = 8;
 constexpr int kProbePasses = 2;        // read-bandwidth passes around each tg repetition (best of)
 
@@ -50,9 +49,10 @@ void check_options(const model::Model& m, const LocalOptions& o) {
   const size_t ctx = m.config.context_length;
   if (ctx && o.prompt_tokens > ctx)
     throw Error(kExitUsage, fmt::format("-p {} exceeds the model's context of {} tokens; lower -p", o.prompt_tokens, ctx));
-  if (ctx && kTgContext + o.gen_tokens > ctx)
+  if (o.tg_context == 0) throw Error(kExitUsage, "--tg-context must be at least 1");
+  if (ctx && o.tg_context + o.gen_tokens > ctx)
     throw Error(kExitUsage, fmt::format("-n {} plus the {}-token tg prompt exceeds the model's context of {} tokens; lower -n",
-                                        o.gen_tokens, kTgContext, ctx));
+                                        o.gen_tokens, o.tg_context, ctx));
 }
 
 // One engine and KV cache, big enough for the largest batch of either test.
@@ -61,7 +61,7 @@ class Bench {
   Bench(const model::Model& m, const LocalOptions& o)
       : model_(m),
         cache_(m.config, *std::max_element(o.batches.begin(), o.batches.end()) *
-                             blocks_for(std::max(o.prompt_tokens, kTgContext + o.gen_tokens)), kBlock),
+                             blocks_for(std::max(o.prompt_tokens, o.tg_context + o.gen_tokens)), kBlock),
         engine_(m, cache_, {o.threads, kStepTokens}),
         rng_(42) {}
 
@@ -81,15 +81,15 @@ class Bench {
   }
 
   // Seconds for `steps` decode steps of `batch` sequences (one token each per step), after an
-  // untimed kTgContext-token prompt on each.
-  double generate(size_t batch, size_t steps) {
+  // untimed `context`-token prompt on each.
+  double generate(size_t batch, size_t context, size_t steps) {
     std::vector<std::vector<int32_t>> prompts(batch), next(batch);
     for (size_t b = 0; b < batch; ++b) {
-      prompts[b] = random_tokens(rng_, kTgContext, model_.config.vocab_size);
+      prompts[b] = random_tokens(rng_, context, model_.config.vocab_size);
       next[b] = random_tokens(rng_, steps, model_.config.vocab_size);
     }
     std::vector<Sequence> seqs(batch);
-    reserve(seqs, kTgContext + steps);
+    reserve(seqs, context + steps);
     prefill_packed(seqs, prompts);
     std::vector<engine::StepItem> items(batch);
     const auto t0 = Clock::now();
@@ -202,7 +202,7 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   report.threads = bench.engine().pool().size();
   report.model_bytes = model_bytes(m);
   report.bytes_per_token = weight_bytes_per_step(m, 1);
-  report.tg_context = kTgContext;
+  report.tg_context = o.tg_context;
   std::optional<ReadProbe> probe;
   if (o.memory_bytes > 0) {
     status.show("bench: measuring the memory read bandwidth");
@@ -221,13 +221,13 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
     p.tokens = o.prompt_tokens;
     g.tokens = o.gen_tokens;
     p.run = [&bench, batch, &o] { return bench.prefill(batch, o.prompt_tokens); };
-    g.run = [&bench, batch, &o] { return bench.generate(batch, o.gen_tokens); };
+    g.run = [&bench, batch, &o] { return bench.generate(batch, o.tg_context, o.gen_tokens); };
     g.generation = true;
   }
 
   status.show("bench: warm-up");  // pages of the weights, activation buffers, each batch's shapes
   for (const Series& s : series) {
-    if (s.generation) bench.generate(s.m.batch, std::min(o.gen_tokens, kTgWarmupSteps));
+    if (s.generation) bench.generate(s.m.batch, o.tg_context, std::min(o.gen_tokens, kTgWarmupSteps));
     else bench.prefill(1, o.prompt_tokens);
   }
   // Rounds: one repetition of every series per round, so each batch size meets the same minutes of

@@ -87,7 +87,8 @@ std::string local_json(const LocalReport& r) {
                     {"reference_gbps", optional_json(m.reference_gbps)}, {"bandwidth_share", optional_json(m.bandwidth_share)},
                     {"memory_gbps", r.memory ? json(r.memory->gbps) : json(nullptr)}, {"model", r.model},
                     {"type", r.type}, {"backend", r.backend}, {"isa", r.isa}, {"repacked", r.repacked}, {"threads", r.threads},
-                    {"model_bytes", r.model_bytes}, {"weight_bytes_per_token", r.bytes_per_token}});
+                    {"model_bytes", r.model_bytes}, {"weight_bytes_per_token", r.bytes_per_token},
+                    {"tg_context", r.tg_context}});
   }
   return rows.dump(2) + "\n";
 }

@@ -87,6 +87,9 @@ void add_local_flags(CLI::App* cmd, BenchArgs& a) {
       cmd->add_option("--quantization", a.quantization, "for HF weights: quantize at load to q8_0, q4_0, q4_k"),
       cmd->add_option("-p,--n-prompt", a.local.prompt_tokens, "prompt tokens per sequence: the pp<N> test (default 512)"),
       cmd->add_option("-n,--n-gen", a.local.gen_tokens, "tokens generated per sequence: the tg<N> test (default 128)"),
+      cmd->add_option("--tg-context", a.local.tg_context,
+                      "tokens each tg sequence holds before its timed steps, e.g. to decode at a server's positions "
+                      "(default 16)"),
       cmd->add_option("-b,--batch", a.local.batches, "batch sizes, comma-separated (default 1)")->delimiter(','),
       cmd->add_option("-r,--repetitions", a.local.repetitions, "runs per test after a warm-up (default 5)"),
       cmd->add_option("-t,--threads", a.local.threads, "CPU threads (default: all)"),

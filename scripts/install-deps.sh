@@ -9,6 +9,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   g++ cmake ninja-build pkg-config git ca-certificates openssl coreutils curl \
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev nlohmann-json3-dev \
   libcurl4-openssl-dev libssl-dev libcpp-httplib-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev \
+  libgtest-dev libgmock-dev libbenchmark-dev libpng-dev libjpeg62-turbo-dev \
   python3-venv prometheus >/dev/null
 echo "install-deps: done"

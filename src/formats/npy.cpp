@@ -42,7 +42,12 @@ std::vector<uint64_t> parse_shape(const std::filesystem::path& path, const std::
 
 }  // namespace
 
-ArrayF32 read_f32(const std::filesystem::path& path) {
+namespace {
+
+// Reads a C-order array of `descr` ("<f4", "<i8") into `data`, returning its shape.
+template <typename T>
+std::vector<uint64_t> read_array(const std::filesystem::path& path, const char* descr, const char* what,
+                                 std::vector<T>& data) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open");
   char magic[6] = {};
@@ -55,18 +60,31 @@ ArrayF32 read_f32(const std::filesystem::path& path) {
   std::string header(header_len, '\0');
   in.read(header.data(), header_len);
   if (!in) fail(path, "truncated header");
-  if (header.find("'descr': '<f4'") == std::string::npos) fail(path, "not a float32 array");
+  if (header.find(fmt::format("'descr': '{}'", descr)) == std::string::npos) fail(path, fmt::format("not a {} array", what));
   if (header.find("'fortran_order': False") == std::string::npos) fail(path, "Fortran order is not supported");
-  ArrayF32 a;
-  a.shape = parse_shape(path, header);
+  std::vector<uint64_t> shape = parse_shape(path, header);
   uint64_t count = 1;
-  for (uint64_t d : a.shape) {
+  for (uint64_t d : shape) {
     if (d != 0 && count > (uint64_t{1} << 40) / d) fail(path, "absurd shape");
     count *= d;
   }
-  a.data.resize(count);
-  in.read(reinterpret_cast<char*>(a.data.data()), static_cast<std::streamsize>(count * sizeof(float)));
-  if (!in) fail(path, fmt::format("truncated data: expected {} floats", count));
+  data.resize(count);
+  in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(count * sizeof(T)));
+  if (!in) fail(path, fmt::format("truncated data: expected {} values", count));
+  return shape;
+}
+
+}  // namespace
+
+ArrayF32 read_f32(const std::filesystem::path& path) {
+  ArrayF32 a;
+  a.shape = read_array(path, "<f4", "float32", a.data);
+  return a;
+}
+
+ArrayI64 read_i64(const std::filesystem::path& path) {
+  ArrayI64 a;
+  a.shape = read_array(path, "<i8", "int64", a.data);
   return a;
 }
 

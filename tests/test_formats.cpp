@@ -212,7 +212,7 @@ std::set<uint32_t> tensor_types(const gguf::File& f) {
 TEST(GgufFixtures, EveryModelParsesAndItsTensorsTileTheDataSection) {
   AUTOGLM_REQUIRE_FIXTURES();
   const auto files = fixture_ggufs("models");
-  ASSERT_EQ(files.size(), 16u);
+  ASSERT_GE(files.size(), 16u);  // more weight types join the fixtures over time
   for (const fs::path& p : files) {
     SCOPED_TRACE(p.filename().string());
     const gguf::File f = gguf::read_file_header(p);

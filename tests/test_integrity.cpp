@@ -448,7 +448,7 @@ TEST(VerifyFixtures, EveryModelGgufIsStructurallyOk) {
   AUTOGLM_REQUIRE_FIXTURES();
   const ig::Report r = ig::verify(test::fixtures_dir() / "models");
   EXPECT_TRUE(r.ok()) << ig::format_table(r);
-  EXPECT_EQ(r.files.size(), 16u);
+  EXPECT_GE(r.files.size(), 16u);
 }
 
 TEST(VerifyFixtures, ManifestRoundTripOnTheHfFolder) {

@@ -1,6 +1,7 @@
 #pragma once
 // The CPU inference engine: a paged KV cache and a forward step over a batch of sequences at
 // different positions, driven by the model's ArchConfig (one decoder for every family).
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -84,11 +85,42 @@ struct EngineOptions {
   size_t max_step_tokens = 512;   // tokens in one step across the batch (the prefill chunk)
 };
 
+// A token's rotary position as (t, h, w) sections (ArchConfig::mrope_sections); text tokens and
+// models without M-RoPE have all three equal.
+using RopePosition = std::array<int64_t, 3>;
+
+// Where an image's tokens sit in a prompt: the index of its first token and its grid of merged
+// patches (t frames, h rows, w columns: t * h * w tokens, row after row).
+struct ImagePlacement {
+  size_t first = 0;
+  uint32_t t = 1, h = 0, w = 0;
+  size_t n_tokens() const { return size_t{t} * h * w; }
+};
+
+// A prompt's M-RoPE positions, as transformers' get_rope_index gives them for GLM-4.1V: text
+// tokens count on from one past the largest position before them (t = h = w); an image's tokens
+// all start there and add (0, row, column). `next_offset` is what every later token adds to its
+// slot in the sequence: max position + 1 - n_tokens. Throws Error when images overlap or overrun.
+struct PromptPositions {
+  std::vector<RopePosition> positions;
+  int64_t next_offset = 0;
+};
+PromptPositions multimodal_positions(size_t n_tokens, std::span<const ImagePlacement> images);
+
 // One sequence's part of a step: append `tokens` at its current length.
 struct StepItem {
+  StepItem() = default;
+  StepItem(KvCache::Sequence* s, std::span<const int32_t> t, bool all) : seq(s), tokens(t), all_logits(all) {}
   KvCache::Sequence* seq = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;        // logits for every token (else only for the last)
+  // Rows of d_model floats that replace some tokens' embeddings (an image's vision embeddings):
+  // embeddings[j] for token j, nullptr where the token id is embedded. Empty: all from their ids.
+  std::span<const float* const> embeddings;
+  // Each token's rotary position. Empty: its slot in the sequence plus rope_offset, in every
+  // section (after an image the positions run behind the slots: rope_offset < 0).
+  std::span<const RopePosition> rope_positions;
+  int64_t rope_offset = 0;
 };
 
 class Engine {
@@ -101,8 +133,11 @@ class Engine {
   void step(std::span<StepItem> batch, std::vector<float>& logits);
 
   // Convenience: evaluates a whole prompt for one sequence in chunks of max_step_tokens and
-  // returns the logits at every position, [tokens.size()][vocab_size].
-  std::vector<float> eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens);
+  // returns the logits at every position, [tokens.size()][vocab_size]. `embeddings` and
+  // `rope_positions` as in StepItem, for the whole prompt (empty or one per token).
+  std::vector<float> eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens,
+                                     std::span<const float* const> embeddings = {},
+                                     std::span<const RopePosition> rope_positions = {});
 
   const model::ArchConfig& config() const { return model_.config; }
   kernels::ThreadPool& pool() { return pool_; }
@@ -110,7 +145,8 @@ class Engine {
  private:
   struct Token {            // where a row of the step's activations lives
     KvCache::Sequence* seq;
-    size_t pos;
+    size_t pos;             // its slot in the sequence's cache
+    RopePosition rope;      // its rotary position
   };
   struct AttentionJob {     // a tile of consecutive tokens of one sequence, for one KV head
     size_t first, count, kv_head;
@@ -130,6 +166,7 @@ class Engine {
   // Activations, [n][...] row-major; grown once to the largest step seen, never in the token loop.
   std::vector<float> x_, h_, q_, k_, v_, att_, proj_, gate_up_, act_, logits_in_;
   std::vector<double> rope_inv_freq_;       // base^(-2i/rope_dims)
+  std::vector<uint8_t> rope_section_;       // the position section (0 t, 1 h, 2 w) each rotary pair turns with
   std::vector<AttentionJob> attention_jobs_;
   std::vector<float> rope_cos_, rope_sin_;  // [n][rope_dims/2] for the step's tokens
 };

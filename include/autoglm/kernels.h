@@ -116,8 +116,14 @@ void matmul(std::span<const Product> products, size_t cols, const float* x, size
 // SwiGLU's elementwise step: out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^x to
 // ~2 ulp (no libm call, vectorized on the active ISA). out may be up.
 void swiglu(const float* gate, const float* up, float* out, size_t n);
+// GELU, the exact (erf) form: out[i] = x/2 (1 + erf(x / sqrt 2)). out may be x.
+void gelu(const float* x, float* out, size_t n);
+// y = x / rms(x) * w over d values (sums in double); y may be x.
+void rms_norm(const float* x, const float* w, float* y, size_t d, float eps);
+// y = (x - mean) / sqrt(var + eps) * w + b over d values (LayerNorm); y may be x.
+void layer_norm(const float* x, const float* w, const float* b, float* y, size_t d, float eps);
 
-// ---- attention over an f16 or q8_0 KV cache ----
+// ---- attention over an f16 or q8_0 KV cache (or f32 keys and values: the vision tower) ----
 
 constexpr size_t kAttentionMaxHeadDim = 256;
 
@@ -131,7 +137,7 @@ struct AttentionQuery {
 // All the queries that share one KV head (the query heads of a GQA group, for one token or a tile
 // of prompt tokens) in one pass over its keys and values: each cached row is converted from f16
 // once per call, scores go through an online softmax block by block (never an [n_ctx] buffer).
-// k_rows[p] / v_rows[p]: the key/value rows (head_dim elements of kv_type: F16 or Q8_0) of
+// k_rows[p] / v_rows[p]: the key/value rows (head_dim elements of kv_type: F16, F32 or Q8_0) of
 // position p, for p below the largest `visible`. head_dim <= kAttentionMaxHeadDim (and a multiple
 // of 32 for Q8_0). Safe to call from several threads at once.
 void attention(std::span<const AttentionQuery> queries, size_t head_dim, DType kv_type, const void* const* k_rows,

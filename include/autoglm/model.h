@@ -2,6 +2,7 @@
 // A loaded model: its architecture description and its weights, mapped from the GGUF file
 // (copy-on-write: the matrices stay in the page cache in their stored block format, except those
 // repacked for the kernels, which become private pages; LoadOptions::repack).
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -34,6 +35,10 @@ struct ArchConfig {
   float rope_base = 10000.0f;
   uint32_t rope_dims = 0;      // rotated dims per head; dims after that pass through (GLM-4: head_dim/2)
   RopeStyle rope_style = RopeStyle::adjacent;
+  // M-RoPE (GLM-4.1V): the first mrope_sections[0] rotary pairs turn with a token's t position, the
+  // next [1] with its h position, the next [2] with its w position (image tokens sit on a 3-D grid,
+  // text tokens have t = h = w). All zero: one position per token.
+  std::array<uint32_t, 3> mrope_sections{};
   bool qkv_bias = false;       // q/k/v projections add a bias (qwen2, GLM-4)
   bool post_norms = false;     // RMSNorm on the attention and FFN outputs before each residual add (GLM-4)
   bool fused_gate_up = false;  // ffn_up holds [gate; up] stacked (GLM-4)

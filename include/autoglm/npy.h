@@ -20,7 +20,7 @@ struct ArrayI64 {
   std::vector<int64_t> data;  // row-major
 };
 
-// Throw Error naming the file when it is not a C-order '<f4' (read_f32) / '<i8' (read_i64) array
+// Fortran-order arrays are returned in C order. Throw Error naming the file when it is not a '<f4' (read_f32) / '<i8' (read_i64) array
 // or is truncated.
 ArrayF32 read_f32(const std::filesystem::path& path);
 ArrayI64 read_i64(const std::filesystem::path& path);

@@ -16,12 +16,7 @@ void matmul(const model::Matrix& w, const float* x, size_t n, float* y, kernels:
 
 kernels::Product product(const model::Matrix& w, float* y) { return {w.type, w.layout, w.data, w.rows, y}; }
 
-void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) {
-  double ss = 0;
-  for (size_t i = 0; i < d; ++i) ss += double{x[i]} * x[i];
-  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-  for (size_t i = 0; i < d; ++i) y[i] = x[i] * scale * w[i];
-}
+void rmsnorm(const float* x, const float* w, float* y, size_t d, float eps) { kernels::rms_norm(x, w, y, d, eps); }
 
 // Rotates the first rope_dims dims of each head by position-dependent angles; the rest pass through.
 // cs/sn hold cos and sin of the token's angles, computed once for all its heads.
@@ -54,6 +49,11 @@ Engine::Engine(const model::Model& model, KvCache& cache, EngineOptions options)
   const model::ArchConfig& c = model_.config;
   for (size_t i = 0; i < c.rope_dims / 2; ++i)
     rope_inv_freq_.push_back(std::pow(double{c.rope_base}, -2.0 * static_cast<double>(i) / c.rope_dims));
+  rope_section_.assign(c.rope_dims / 2, 0);
+  for (size_t i = 0, section = 0, end = c.mrope_sections[0]; i < rope_section_.size(); ++i) {
+    while (section < 2 && i >= end) end += c.mrope_sections[++section];
+    rope_section_[i] = static_cast<uint8_t>(i < end ? section : 0);  // pairs past the sections: t, as no section
+  }
   ensure_buffers(options_.max_step_tokens);
 }
 
@@ -171,7 +171,14 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   for (StepItem& item : batch) {
     if (item.seq->blocks.size() * cache_.block_size() < item.seq->length + item.tokens.size())
       throw Error(kExitCheckFailed, "engine: KV cache space was not reserved for the step");
-    for (size_t j = 0; j < item.tokens.size(); ++j) tokens_.push_back({item.seq, item.seq->length + j});
+    if ((!item.embeddings.empty() && item.embeddings.size() != item.tokens.size()) ||
+        (!item.rope_positions.empty() && item.rope_positions.size() != item.tokens.size()))
+      throw Error(kExitCheckFailed, "engine: a step item's embeddings or positions do not match its tokens");
+    for (size_t j = 0; j < item.tokens.size(); ++j) {
+      const size_t pos = item.seq->length + j;
+      const int64_t p = static_cast<int64_t>(pos) + item.rope_offset;
+      tokens_.push_back({item.seq, pos, item.rope_positions.empty() ? RopePosition{p, p, p} : item.rope_positions[j]});
+    }
     n_logits += item.tokens.empty() ? 0 : item.all_logits ? item.tokens.size() : 1;
   }
   const size_t n = tokens_.size();
@@ -181,11 +188,15 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   // token embeddings
   size_t t = 0;
   for (const StepItem& item : batch) {
-    for (int32_t id : item.tokens) {
+    for (size_t j = 0; j < item.tokens.size(); ++j, ++t) {
+      if (!item.embeddings.empty() && item.embeddings[j]) {
+        std::copy_n(item.embeddings[j], d, x_.data() + t * d);
+        continue;
+      }
+      const int32_t id = item.tokens[j];
       if (id < 0 || static_cast<uint32_t>(id) >= c.vocab_size)
         throw Error(kExitUsage, fmt::format("token id {} is outside the vocabulary (0..{})", id, c.vocab_size - 1));
       kernels::dequantize_row(model_.token_embd.type, model_.token_embd.row(static_cast<size_t>(id)), x_.data() + t * d, d);
-      ++t;
     }
   }
 
@@ -193,7 +204,7 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   const size_t half = c.rope_dims / 2;
   for (size_t i = 0; i < n; ++i) {
     for (size_t j = 0; j < half; ++j) {
-      const double theta = static_cast<double>(tokens_[i].pos) * rope_inv_freq_[j];
+      const double theta = static_cast<double>(tokens_[i].rope[rope_section_[j]]) * rope_inv_freq_[j];
       rope_cos_[i * half + j] = static_cast<float>(std::cos(theta));
       rope_sin_[i * half + j] = static_cast<float>(std::sin(theta));
     }
@@ -243,7 +254,35 @@ void Engine::step(std::span<StepItem> batch, std::vector<float>& logits) {
   matmul(model_.output, logits_in_.data(), n_logits, logits.data(), pool_);
 }
 
-std::vector<float> Engine::eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens) {
+PromptPositions multimodal_positions(size_t n_tokens, std::span<const ImagePlacement> images) {
+  PromptPositions out;
+  out.positions.reserve(n_tokens);
+  int64_t next = 0;  // one past the largest position so far
+  auto text_until = [&](size_t end) {
+    while (out.positions.size() < end) {
+      out.positions.push_back({next, next, next});
+      ++next;
+    }
+  };
+  for (const ImagePlacement& image : images) {
+    if (image.first < out.positions.size() || image.first + image.n_tokens() > n_tokens)
+      throw Error(kExitCheckFailed, fmt::format("engine: an image's {} tokens at {} do not fit a prompt of {}",
+                                                image.n_tokens(), image.first, n_tokens));
+    text_until(image.first);
+    const int64_t start = next;
+    for (uint32_t t = 0; t < image.t; ++t)
+      for (uint32_t r = 0; r < image.h; ++r)
+        for (uint32_t c = 0; c < image.w; ++c) out.positions.push_back({start + t, start + r, start + c});
+    next = start + std::max({int64_t{image.t}, int64_t{image.h}, int64_t{image.w}});
+  }
+  text_until(n_tokens);
+  out.next_offset = next - static_cast<int64_t>(n_tokens);
+  return out;
+}
+
+std::vector<float> Engine::eval_all_logits(KvCache::Sequence& seq, std::span<const int32_t> tokens,
+                                           std::span<const float* const> embeddings,
+                                           std::span<const RopePosition> rope_positions) {
   const size_t vocab = model_.config.vocab_size;
   std::vector<float> all, chunk_logits;
   all.reserve(tokens.size() * vocab);
@@ -253,6 +292,8 @@ std::vector<float> Engine::eval_all_logits(KvCache::Sequence& seq, std::span<con
       throw Error(kExitCheckFailed, fmt::format("KV cache full: {} positions do not fit in {} blocks of {}",
                                                 seq.length + count, cache_.total_blocks(), cache_.block_size()));
     StepItem item{&seq, tokens.subspan(begin, count), true};
+    if (!embeddings.empty()) item.embeddings = embeddings.subspan(begin, count);
+    if (!rope_positions.empty()) item.rope_positions = rope_positions.subspan(begin, count);
     step(std::span<StepItem>(&item, 1), chunk_logits);
     all.insert(all.end(), chunk_logits.begin(), chunk_logits.end());
   }

@@ -44,7 +44,27 @@ std::vector<uint64_t> parse_shape(const std::filesystem::path& path, const std::
 
 namespace {
 
-// Reads a C-order array of `descr` ("<f4", "<i8") into `data`, returning its shape.
+// Column-major values (the first index fastest) to row-major, for any number of dims.
+template <typename T>
+std::vector<T> to_c_order(const std::vector<T>& f, const std::vector<uint64_t>& shape) {
+  std::vector<T> c(f.size());
+  std::vector<uint64_t> index(shape.size(), 0);
+  for (size_t i = 0; i < f.size(); ++i) {  // i walks the C order; index is its multi-index
+    uint64_t offset = 0, stride = 1;
+    for (size_t k = 0; k < shape.size(); ++k) {
+      offset += index[k] * stride;
+      stride *= shape[k];
+    }
+    c[i] = f[offset];
+    for (size_t k = shape.size(); k-- > 0;) {
+      if (++index[k] < shape[k]) break;
+      index[k] = 0;
+    }
+  }
+  return c;
+}
+
+// Reads a C- or Fortran-order array of `descr` ("<f4", "<i8") into `data`, returning its shape.
 template <typename T>
 std::vector<uint64_t> read_array(const std::filesystem::path& path, const char* descr, const char* what,
                                  std::vector<T>& data) {
@@ -61,7 +81,8 @@ std::vector<uint64_t> read_array(const std::filesystem::path& path, const char* 
   in.read(header.data(), header_len);
   if (!in) fail(path, "truncated header");
   if (header.find(fmt::format("'descr': '{}'", descr)) == std::string::npos) fail(path, fmt::format("not a {} array", what));
-  if (header.find("'fortran_order': False") == std::string::npos) fail(path, "Fortran order is not supported");
+  const bool fortran = header.find("'fortran_order': True") != std::string::npos;
+  if (!fortran && header.find("'fortran_order': False") == std::string::npos) fail(path, "no fortran_order in the header");
   std::vector<uint64_t> shape = parse_shape(path, header);
   uint64_t count = 1;
   for (uint64_t d : shape) {
@@ -71,6 +92,7 @@ std::vector<uint64_t> read_array(const std::filesystem::path& path, const char* 
   data.resize(count);
   in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(count * sizeof(T)));
   if (!in) fail(path, fmt::format("truncated data: expected {} values", count));
+  if (fortran) data = to_c_order(data, shape);
   return shape;
 }
 

@@ -66,6 +66,11 @@ ArchConfig dims_from(const ModelShape& s) {
 void check_rope(const ArchConfig& c, const std::string& origin) {
   if (c.rope_dims == 0 || c.rope_dims > c.head_dim || c.rope_dims % 2 != 0)
     fail(fmt::format("{}: {} rotary dims do not fit head_dim {}", origin, c.rope_dims, c.head_dim));
+  uint64_t pairs = 0;
+  for (uint32_t n : c.mrope_sections) pairs += n;
+  if (pairs > c.rope_dims / 2)
+    fail(fmt::format("{}: M-RoPE sections [{}] cover {} rotary pairs, more than the {} there are", origin,
+                     fmt::join(c.mrope_sections, ", "), pairs, c.rope_dims / 2));
   if (!(c.rms_eps > 0) || !(c.rope_base > 0)) fail(fmt::format("{}: rms epsilon and rope base must be > 0", origin));
 }
 
@@ -86,6 +91,17 @@ ArchConfig gguf_config(const ModelShape& s, const gguf::File& f) {
   c.rope_base = gguf_float(f, a + "rope.freq_base", 10000.0f);
   if (auto dims = f.get_int(a + "rope.dimension_count")) c.rope_dims = static_cast<uint32_t>(*dims);
   set_traits(c);
+  if (const gguf::Value* v = f.find(a + "rope.dimension_sections")) {
+    if (v->type != gguf::ValueType::array || v->ints.size() < 3)
+      fail(fmt::format("{}: '{}rope.dimension_sections' must be an array of 3 or 4 integers", f.path.string(), a));
+    for (size_t i = 0; i < 3; ++i) {
+      if (v->ints[i] < 0 || v->ints[i] > 0xffff)
+        fail(fmt::format("{}: '{}rope.dimension_sections' holds {}", f.path.string(), a, v->ints[i]));
+      c.mrope_sections[i] = static_cast<uint32_t>(v->ints[i]);
+    }
+    // llama.cpp's converter permutes Q/K of M-RoPE models for its rotation of halves (GLM-4.1V)
+    c.rope_style = RopeStyle::neox;
+  }
   check_rope(c, f.path.string());
   return c;
 }
@@ -147,9 +163,27 @@ ArchConfig hf_config(const ModelShape& s, const fs::path& folder) {
   ArchConfig c = dims_from(s);
   c.rms_eps = j.value("rms_norm_eps", j.value("layernorm_epsilon", 1e-5f));
   c.rope_base = j.value("rope_theta", 10000.0f);
-  const double partial = j.value("partial_rotary_factor", c.arch == "glm4" ? 0.5 : 1.0);
+  // transformers 5 keeps rope settings in rope_parameters, older configs in rope_scaling
+  const nlohmann::json* rope = nullptr;
+  for (const char* key : {"rope_parameters", "rope_scaling"})
+    if (j.contains(key) && j[key].is_object()) rope = &j[key];
+  double partial = j.value("partial_rotary_factor", c.arch == "glm4" ? 0.5 : 1.0);
+  if (rope) {
+    c.rope_base = rope->value("rope_theta", c.rope_base);
+    partial = rope->value("partial_rotary_factor", partial);
+  }
   c.rope_dims = static_cast<uint32_t>(c.head_dim * partial);
   set_traits(c);
+  if (rope && rope->contains("mrope_section")) {
+    const nlohmann::json& sections = (*rope)["mrope_section"];
+    if (!sections.is_array() || sections.size() != 3)
+      fail((folder / "config.json").string() + ": 'mrope_section' must be a list of 3 integers");
+    for (size_t i = 0; i < 3; ++i) {
+      if (!sections[i].is_number_unsigned() || sections[i].get<uint64_t>() > 0xffff)
+        fail((folder / "config.json").string() + ": 'mrope_section' must be a list of 3 integers");
+      c.mrope_sections[i] = sections[i].get<uint32_t>();
+    }
+  }
   // Checkpoints keep q/k unpermuted, so Llama rotates halves (GGUF files are permuted for pairs).
   if (c.arch == "llama") c.rope_style = RopeStyle::neox;
   check_rope(c, (folder / "config.json").string());
@@ -340,9 +374,13 @@ std::unique_ptr<Model> Model::load(const fs::path& path, const LoadOptions& opti
   if (by_hf_name.empty()) fail(fmt::format("{}: no *.safetensors weights in the folder", path.string()));
   m->weight_type = options.quantize_to ? kernels::dtype_info(*options.quantize_to).name : shape.stored_type;
   const std::string arch = m->config.arch;
-  ModelBuilder(*m, by_hf_name, [arch](const std::string& name) { return hf_name(name, arch); }, path.string(),
-               options)
-      .build();
+  // vision-language checkpoints (GLM-4.1V) keep the decoder under model.language_model.
+  const bool nested = by_hf_name.count("model.language_model.embed_tokens.weight") != 0;
+  ModelBuilder(*m, by_hf_name, [arch, nested](const std::string& name) {
+    std::string hf = hf_name(name, arch);
+    if (nested && hf.rfind("model.", 0) == 0) hf.replace(0, 6, "model.language_model.");
+    return hf;
+  }, path.string(), options).build();
   m->seal_mappings();
   return m;
 }

@@ -7,7 +7,10 @@
 
 namespace autoglm::model {
 
-std::optional<std::string> gguf_name_of_checkpoint(const std::string& hf) {
+std::optional<std::string> gguf_name_of_checkpoint(const std::string& name) {
+  // vision-language checkpoints (GLM-4.1V) keep the decoder under model.language_model.
+  const std::string nested = "model.language_model.";
+  const std::string hf = name.rfind(nested, 0) == 0 ? "model." + name.substr(nested.size()) : name;
   static const std::map<std::string, std::string> global = {
       {"model.embed_tokens.weight", "token_embd.weight"},
       {"model.norm.weight", "output_norm.weight"},

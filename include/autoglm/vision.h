@@ -1,0 +1,124 @@
+#pragma once
+// The vision tower of a vision-language model (GLM-4.1V / AutoGLM-Phone-9B): a ViT over an image's
+// patches and the patch merger that turns each merge x merge window of patches into one input row
+// of the decoder. Described by values (VisionConfig) and run on the same matmul, attention and
+// thread-pool kernels as the decoder.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autoglm/error.h"
+#include "autoglm/kernels.h"
+#include "autoglm/model.h"
+
+namespace autoglm::vision {
+
+// Every variation of the tower, as values.
+struct VisionConfig {
+  uint32_t patch_size = 14;      // pixels per patch side
+  uint32_t temporal_patch = 2;   // frames per patch (a still image repeats its one frame)
+  uint32_t merge = 2;            // merge x merge patches become one decoder token
+  uint32_t channels = 3;
+  uint32_t depth = 0;            // transformer blocks
+  uint32_t d_model = 0;          // the ViT's width
+  uint32_t n_heads = 0;
+  uint32_t head_dim = 0;         // d_model / n_heads; its pairs (i, i + head_dim/2) are rotated
+  uint32_t ffn_dim = 0;          // each block's SwiGLU width
+  uint32_t out_dim = 0;          // the merger's width: the decoder's d_model
+  uint32_t merger_ffn_dim = 0;   // the merger's SwiGLU width
+  uint32_t pos_grid = 0;         // learned position embeddings on a pos_grid^2 grid, resized bicubically per image
+  float rms_eps = 1e-5f;         // RMSNorm after the patch embedding, in the blocks and after them
+  float layer_norm_eps = 1e-5f;  // the merger's LayerNorm
+  float rope_base = 10000.0f;    // 2-D RoPE: the first half of a head's pairs turn with the patch row, the rest with its column
+  size_t patch_dim() const { return size_t{channels} * temporal_patch * patch_size * patch_size; }
+};
+
+struct VisionBlock {
+  std::vector<float> norm1, norm2;
+  model::Matrix qkv;              // [3 * d_model] rows: q, then k, then v
+  std::vector<float> qkv_bias;    // empty when the projection has none
+  model::Matrix proj;
+  model::Matrix gate, up, down;
+};
+
+class VisionModel {
+ public:
+  // A Hugging Face folder whose config.json has a vision_config and whose safetensors hold
+  // model.visual.* (GLM-4.1V-9B-Thinking, AutoGLM-Phone-9B).
+  static std::unique_ptr<VisionModel> load_hf(const std::filesystem::path& folder,
+                                              const model::LoadOptions& options = {});
+  // llama.cpp's mmproj GGUF with clip.projector_type = glm4v.
+  static std::unique_ptr<VisionModel> load_mmproj(const std::filesystem::path& path,
+                                                  const model::LoadOptions& options = {});
+  // True when the folder's config.json describes a vision tower (vision_config).
+  static bool folder_has_vision(const std::filesystem::path& folder);
+  VisionModel(const VisionModel&) = delete;
+  VisionModel& operator=(const VisionModel&) = delete;
+
+  VisionConfig config;
+  model::Matrix patch_embed;          // [d_model] rows of patch_dim, columns in the processor's (c, t, y, x) order
+  std::vector<float> patch_bias;
+  std::vector<float> post_conv_norm;
+  std::vector<float> pos_embed;       // [pos_grid * pos_grid][d_model]
+  std::vector<VisionBlock> blocks;
+  std::vector<float> post_norm;
+  model::Matrix downsample;           // [out_dim] rows of merge^2 * d_model, columns (i, j, c): a window's patches as stored
+  std::vector<float> downsample_bias;
+  model::Matrix merger_proj;
+  std::vector<float> merger_norm, merger_norm_bias;
+  model::Matrix merger_gate, merger_up, merger_down;
+  std::filesystem::path path;
+  std::string weight_type;            // the matrices' type, for reports ("BF16", "Q8_0", ...)
+
+  // Storage behind the matrices.
+  const uint8_t* keep_buffer(std::unique_ptr<uint8_t[]> buffer) {
+    owned_.push_back(std::move(buffer));
+    return owned_.back().get();
+  }
+
+ private:
+  VisionModel() = default;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
+};
+
+// An image's patch grid: frames and patch rows/columns (multiples of merge).
+struct PatchGrid {
+  uint32_t t = 1, h = 0, w = 0;
+  size_t n_patches() const { return size_t{t} * h * w; }
+};
+
+// What the tower computed on its way, for tests that find where a mismatch starts.
+struct EncoderTrace {
+  std::vector<float> embedded;  // [n_patches][d_model] after the patch embedding, its norm and the position embeddings
+  std::vector<float> blocks;    // [n_patches][d_model] after the last block and the post norm
+};
+
+class VisionEncoder {
+ public:
+  VisionEncoder(const VisionModel& model, kernels::ThreadPool& pool);
+  // patches: [grid.n_patches()][patch_dim] in the processor's order (merge windows of
+  // merge x merge patches, row after row). Writes [n_patches / merge^2][out_dim] to `out`. Buffers
+  // grow to the largest image seen and are kept. Throws Error on a grid that does not fit.
+  void encode(const float* patches, PatchGrid grid, std::vector<float>& out, EncoderTrace* trace = nullptr);
+  const VisionConfig& config() const { return model_.config; }
+
+ private:
+  void embed(const float* patches, PatchGrid grid, size_t n);
+  void block(const VisionBlock& b, PatchGrid grid, size_t n);
+  void attention(PatchGrid grid, size_t n);
+  void merge(size_t n, std::vector<float>& out);
+  void for_each_row(size_t n, const std::function<void(size_t)>& fn);
+
+  const VisionModel& model_;
+  kernels::ThreadPool& pool_;
+  std::vector<float> x_, h_, qkv_, att_, gate_, up_, merged_, m1_;
+  std::vector<float> rope_cos_, rope_sin_;   // [n][head_dim / 2]
+  std::vector<uint32_t> row_, col_;          // each patch's row and column in its frame
+  std::vector<double> inv_freq_;             // rope_base^(-2k / (head_dim / 2))
+  std::vector<const void*> k_rows_, v_rows_; // [head][patch]
+};
+
+}  // namespace autoglm::vision

@@ -29,7 +29,7 @@ std::string template_text(const std::string& name) {
 }  // namespace
 
 TEST(ChatFormat, ParseAndName) {
-  for (ChatFormat f : {ChatFormat::glm4, ChatFormat::llama3, ChatFormat::chatml, ChatFormat::llama2})
+  for (ChatFormat f : {ChatFormat::glm4, ChatFormat::llama3, ChatFormat::chatml, ChatFormat::llama2, ChatFormat::glm4v})
     EXPECT_EQ(parse_chat_format(chat_format_name(f)), f);
   EXPECT_EQ(chat_format_name(ChatFormat::chatml), "chatml");
   EXPECT_EQ(parse_chat_format("glm4"), ChatFormat::glm4);
@@ -39,7 +39,7 @@ TEST(ChatFormat, ParseAndName) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), kExitUsage);
     EXPECT_NE(std::string(e.what()).find("'qwen'"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("glm4, llama3, chatml or llama2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("glm4, glm4v, llama3, chatml or llama2"), std::string::npos) << e.what();
   }
 }
 
@@ -197,4 +197,46 @@ TEST(ChatDetect, Llama2AndUnknown) {
   // Mistral's [INST] format has no <<SYS>> block: not Llama-2.
   EXPECT_EQ(detect_chat_format("{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}"),
             std::nullopt);
+}
+
+// GLM-4.1V: every prompt of the glm4v fixture renders exactly as transformers rendered it with the
+// model's own template; image parts stand where they were sent.
+TEST(ChatRender, Glm4vMatchesTheFixturePrompts) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto index = nlohmann::json::parse(test::read_file(test::fixtures_dir() / "glm4v" / "refs" / "index.json"));
+  for (const auto& [name, prompt] : index["prompts"].items()) {
+    std::vector<ChatMessage> messages;
+    for (const auto& m : prompt["messages"]) {
+      ChatMessage message{m["role"].get<std::string>(), ""};
+      if (m["content"].is_string()) {
+        message.content = m["content"].get<std::string>();
+      } else {
+        for (const auto& part : m["content"]) {
+          if (part["type"] == "image") message.images.push_back(message.content.size());
+          else message.content += part["text"].get<std::string>();
+        }
+      }
+      messages.push_back(message);
+    }
+    EXPECT_EQ(render_chat(ChatFormat::glm4v, messages, true), prompt["text"].get<std::string>()) << name;
+  }
+  EXPECT_EQ(detect_chat_format(test::read_file(test::fixtures_dir() / "glm4v" / "tiny-glm4v-hf" / "chat_template.jinja")),
+            ChatFormat::glm4v);
+  EXPECT_TRUE(reads_images(ChatFormat::glm4v));
+}
+
+TEST(ChatRender, ImagesAreRefusedWhereTheyCannotBeRead) {
+  std::vector<ChatMessage> with_image{{"user", "What is this?", {0}}};
+  for (ChatFormat f : {ChatFormat::glm4, ChatFormat::llama3, ChatFormat::chatml, ChatFormat::llama2}) {
+    try {
+      render_chat(f, with_image, true);
+      FAIL() << "expected an error for " << chat_format_name(f);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("reads text only"), std::string::npos) << e.what();
+    }
+  }
+  std::vector<ChatMessage> system_image{{"system", "look", {0}}, {"user", "hi"}};
+  EXPECT_THROW(render_chat(ChatFormat::glm4v, system_image, true), Error);
+  EXPECT_EQ(render_chat(ChatFormat::glm4v, with_image, false),
+            "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is this?");
 }

@@ -110,7 +110,7 @@ TEST(Defaults, MatchTheDocumentedTable) {
   EXPECT_TRUE(c.service.api_keys.empty());
   EXPECT_TRUE(c.service.api_keys_env.empty());
   EXPECT_TRUE(c.service.cors_origins.empty());
-  EXPECT_EQ(c.service.max_request_body, 1u << 20);
+  EXPECT_EQ(c.service.max_request_body, 16u << 20);
   EXPECT_EQ(c.service.request_timeout_ms, 600'000u);
   EXPECT_EQ(c.service.max_queued_requests, 256);
   EXPECT_FALSE(c.service.rate_limit.has_value());
@@ -151,8 +151,10 @@ service:
   request_timeout: 1.5s
   max_queued_requests: 0
   rate_limit: 20/s
+  max_images_per_request: 3
 model:
   url: https://huggingface.co/x/y/resolve/main/m.gguf
+  mmproj: /models/mmproj-F16.gguf
   sha256: ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789
   quantization: Q4_K
   context_length: 1048576
@@ -178,7 +180,9 @@ health:
   EXPECT_EQ(c.service.request_timeout_ms, 1500u);
   EXPECT_EQ(c.service.max_queued_requests, 0);
   EXPECT_EQ(c.service.rate_limit, (RateLimit{20, 1000}));
+  EXPECT_EQ(c.service.max_images_per_request, 3);
   EXPECT_EQ(c.model.url, "https://huggingface.co/x/y/resolve/main/m.gguf");
+  EXPECT_EQ(c.model.mmproj, fs::path("/models/mmproj-F16.gguf"));
   EXPECT_EQ(c.model.sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
   EXPECT_EQ(c.model.quantization, Quantization::kQ4_K);
   EXPECT_EQ(c.model.context_length, 1048576);
@@ -384,7 +388,7 @@ TEST(Errors, UnknownChoiceSuggests) {
             "service.yaml:2:17: model.quantization: expected one of auto, f16, bf16, q8_0, q4_0, q4_k, "
             "got 'q4_k_m'; did you mean 'q4_k'?");
   EXPECT_EQ(error("model:\n  chat_template: glm\n"),
-            "service.yaml:2:18: model.chat_template: expected glm4, llama3, chatml, llama2 or a path to "
+            "service.yaml:2:18: model.chat_template: expected glm4, glm4v, llama3, chatml, llama2 or a path to "
             "a Jinja file like './chat.jinja', got 'glm'; did you mean 'glm4'?");
 }
 
@@ -539,6 +543,15 @@ TEST(Overrides, BadValueNamesTheFlagAndLeavesTheConfigAlone) {
   EXPECT_EQ(c, default_config());
   EXPECT_THROW(apply_override(c, "service.prot", "1", "--prot"), std::invalid_argument);
   EXPECT_THROW(apply_override(c, "port", "1", "--port"), std::invalid_argument);
+}
+
+TEST(Overrides, MmprojAndImageLimit) {
+  Config c = default_config();
+  apply_override(c, "model.mmproj", "mmproj.gguf", "--mmproj");
+  EXPECT_EQ(c.model.mmproj, fs::path("mmproj.gguf"));  // relative to the working folder, as typed
+  EXPECT_EQ(override_error(c, "service.max_images_per_request", "65", "--max-images"),
+            "--max-images: service.max_images_per_request: expected an integer 0..64 (0 = refuse images), got 65");
+  EXPECT_EQ(default_config().service.max_images_per_request, 8);
 }
 
 TEST(Overrides, ModelFlagReplacesTheFilesModel) {

@@ -1330,4 +1330,142 @@ TEST(ServeTimeouts, RequestTimeoutEndsALongGeneration) {
   EXPECT_EQ(server.stop(), std::optional<int>(0)) << server.output();
 }
 
+// ================================================================================================
+// A vision-language model (the tiny GLM-4.1V folder): screenshots in OpenAI image_url parts.
+// ================================================================================================
+
+fs::path glm4v_file(const std::string& name) { return autoglm::test::fixtures_dir() / "glm4v" / name; }
+
+std::string base64(const std::string& bytes) {
+  static const char* const kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 | uint8_t(bytes[i + 2]);
+    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
+  }
+  if (i < bytes.size()) {
+    const bool two = i + 1 < bytes.size();
+    const uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | (two ? uint32_t(uint8_t(bytes[i + 1])) << 8 : 0);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += two ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string data_url(const std::string& image_file, const std::string& media_type = "image/png") {
+  return "data:" + media_type + ";base64," + base64(autoglm::test::read_file(glm4v_file("images/" + image_file)));
+}
+
+json image_part(const std::string& url) { return {{"type", "image_url"}, {"image_url", {{"url", url}}}}; }
+
+// Prompt `a` of the fixture: one screenshot, then the question.
+json screenshot_request(const std::string& url, int max_tokens = 8) {
+  json content = json::array({image_part(url), {{"type", "text"}, {"text", "What is on this screen?"}}});
+  return json{{"model", kName}, {"messages", json::array({{{"role", "user"}, {"content", content}}})},
+              {"max_tokens", max_tokens}, {"temperature", 0}};
+}
+
+struct VisionSetup {
+  static ServerSetup setup() {
+    ServerSetup s;
+    s.model = "../glm4v/tiny-glm4v-hf";
+    s.max_batch_size = 4;
+    s.service_extra = "  max_images_per_request: 2\n";
+    return s;
+  }
+};
+using ServeVision = ServerSuite<VisionSetup>;
+
+// The reference engine's greedy answer to prompt `a`, as text.
+std::string reference_answer() {
+  const auto r = autoglm::test::run_binary("detokenize --model " + glm4v_file("tiny-glm4v-hf").string() +
+                                           " --ids '466 1416 257 1077 944 132 944 132'");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string text = r.out;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+TEST_F(ServeVision, ScreenshotAnswerIsTheReferenceEnginesGreedyAnswer) {
+  const json r = ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("screen_tall.png"))));
+  ASSERT_TRUE(r.is_object());
+  EXPECT_EQ(content_of(r), reference_answer()) << r;
+  EXPECT_EQ(r["choices"][0].value("finish_reason", ""), "length") << r;
+  // 84 image tokens (the 392x168 resize, 28x12 patches merged 2x2) in a 100-token prompt, as transformers counts
+  EXPECT_EQ(r["usage"].value("prompt_tokens", 0), 100) << r;
+  EXPECT_EQ(r["usage"]["prompt_tokens_details"].value("image_tokens", 0), 84) << r;
+
+  // streamed, the same text
+  json sreq = screenshot_request(data_url("screen_tall.png"));
+  sreq["stream"] = true;
+  const auto st = post(server(), "/v1/chat/completions", sreq);
+  ASSERT_TRUE(st);
+  ASSERT_EQ(st->status, 200) << st->body;
+  const Streamed s = parse_stream(sse_payloads(st->body), true);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.text, reference_answer());
+}
+
+TEST_F(ServeVision, TheSameScreenshotAgainComesFromThePrefixCacheAndADifferentOneDoesNot) {
+  const std::string before = metrics_text(server());
+  const json first = ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("screen_tall.png"))));
+  const json again = ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("screen_tall.png"))));
+  EXPECT_EQ(content_of(again), content_of(first));
+  // the prompt's whole blocks, image included, are reused (the last token is always computed)
+  EXPECT_GE(again["usage"]["prompt_tokens_details"].value("cached_tokens", 0), 96) << again;
+  const json other = ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("odd_rgb.jpg", "image/jpeg"))));
+  EXPECT_EQ(other["usage"]["prompt_tokens_details"].value("image_tokens", 0), 54) << other;
+  // only the text before the image ("[gMASK]<sop><|user|>\n<|begin_of_image|>": 5 tokens) may be shared
+  EXPECT_LT(other["usage"]["prompt_tokens_details"].value("cached_tokens", 0), 16) << other;
+  const std::string after = metrics_text(server());
+  EXPECT_TRUE(contains(after, "autoglm_images_encoded_total")) << after;
+  EXPECT_TRUE(contains(after, "autoglm_images_cached_total")) << after;
+}
+
+TEST_F(ServeVision, TextOnlyRequestsStillWork) {
+  const json r = ok_json(post(server(), "/v1/chat/completions", chat_request("Write a haiku about the sea.", 4)));
+  EXPECT_EQ(r["usage"].value("completion_tokens", 0), 4) << r;
+  EXPECT_FALSE(r["usage"]["prompt_tokens_details"].contains("image_tokens")) << r;
+}
+
+TEST_F(ServeVision, BadImagesAre400sNamingThePart) {
+  struct Case {
+    const char* what;
+    std::string url;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"not base64", "data:image/png;base64,@@@@", "base64"},
+      {"not a data URL", "file:///etc/passwd", "data: URL"},
+      {"a remote URL", "https://example.com/screen.png", "does not fetch"},
+      {"not an image", "data:image/png;base64," + base64("just some text, not a picture"), "PNG or JPEG"},
+      {"a truncated PNG", "data:image/png;base64," + base64(autoglm::test::read_file(glm4v_file("images/screen_tall.png")).substr(0, 200)), ""},
+      {"GIF", "data:image/gif;base64," + base64("GIF89a\x01\x00\x01\x00\x00\x00\x00;"), "GIF"},
+  };
+  for (const Case& c : cases) {
+    const json e = expect_error(post(server(), "/v1/chat/completions", screenshot_request(c.url)), 400, c.what);
+    EXPECT_EQ(e.value("param", ""), "messages[0].content[0].image_url") << c.what << ": " << e;
+    EXPECT_TRUE(contains(e.value("message", ""), c.message)) << c.what << ": " << e;
+  }
+  json three = screenshot_request(data_url("tiny.png"));
+  for (int i = 0; i < 2; ++i) three["messages"][0]["content"].push_back(image_part(data_url("tiny.png")));
+  const json e = expect_error(post(server(), "/v1/chat/completions", three), 400, "three images, two allowed");
+  EXPECT_TRUE(contains(e.value("message", ""), "at most 2")) << e;
+  json in_system = screenshot_request(data_url("tiny.png"));
+  in_system["messages"][0]["role"] = "system";
+  expect_error(post(server(), "/v1/chat/completions", in_system), 400, "an image in a system message");
+  // the server keeps serving after all of that
+  EXPECT_EQ(content_of(ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("screen_tall.png"))))),
+            reference_answer());
+}
+
+TEST_F(ServeApi, ImagesToATextModelAreA400) {
+  const json e = expect_error(post(server(), "/v1/chat/completions", screenshot_request("data:image/png;base64,AAAA")),
+                              400, "an image for a text model");
+  EXPECT_TRUE(contains(e.value("message", ""), "reads text only")) << e;
+}
+
 }  // namespace

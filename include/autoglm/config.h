@@ -44,11 +44,12 @@ struct ServiceConfig {
   std::vector<std::string> api_keys;        // empty (and no api_keys_env) = no authentication
   std::string api_keys_env;                 // environment variable with comma-separated keys
   std::vector<std::string> cors_origins;    // "*" or "https://app.example.com"; empty = no CORS
-  uint64_t max_request_body = 1024 * 1024;  // bytes
+  uint64_t max_request_body = 16ull << 20;  // bytes (a screenshot as a base64 data: URL is 1-4 MiB)
   uint64_t request_timeout_ms = 600'000;
   int max_queued_requests = 256;            // beyond the running batch; 0 = reject when busy
   std::optional<RateLimit> rate_limit;      // per API key; none = unlimited
   uint64_t drain_timeout_ms = 30'000;       // on SIGTERM/SIGINT: how long in-flight requests may finish
+  int max_images_per_request = 8;           // vision models; 0 = refuse images
   bool operator==(const ServiceConfig&) const = default;
 };
 
@@ -59,7 +60,8 @@ struct ModelConfig {
   std::map<std::string, std::string> sha256_files;  // multi-file model: file name -> hex
   Quantization quantization = Quantization::kAuto;
   int context_length = 0;      // 0 = the model's own
-  std::string chat_template;   // "" = the model's own; glm4|llama3|chatml|llama2 or a Jinja path
+  std::string chat_template;   // "" = the model's own; glm4|glm4v|llama3|chatml|llama2 or a Jinja path
+  std::filesystem::path mmproj;  // llama.cpp's vision projector GGUF beside a text GGUF; already resolved
   bool is_demo() const { return path.empty() && url.empty(); }
   bool operator==(const ModelConfig&) const = default;
 };

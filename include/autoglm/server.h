@@ -9,9 +9,11 @@
 
 #include "autoglm/chat.h"
 #include "autoglm/config.h"
+#include "autoglm/image.h"
 #include "autoglm/kernels.h"
 #include "autoglm/model.h"
 #include "autoglm/tokenizer.h"
+#include "autoglm/vision.h"
 
 namespace autoglm::server {
 
@@ -34,6 +36,11 @@ struct ServedModel {
   size_t kv_block_size = 16;
   kernels::DType kv_type = kernels::DType::f16;
   int threads = 0;
+  // A vision-language model (GLM-4.1V): its vision tower, how images are preprocessed, and the
+  // token that stands for an image in the chat template's output. Null: text only.
+  const vision::VisionModel* vision = nullptr;
+  image::ProcessorConfig processor;
+  int32_t image_token = -1;
 };
 
 class Server {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "autoglm/engine.h"
 #include "autoglm/error.h"
 #include "autoglm/kernels.h"
 #include "autoglm/model.h"
@@ -120,5 +121,33 @@ class VisionEncoder {
   std::vector<double> inv_freq_;             // rope_base^(-2k / (head_dim / 2))
   std::vector<const void*> k_rows_, v_rows_; // [head][patch]
 };
+
+// ---- prompts with images -----------------------------------------------------------------------
+
+// A hash of an image's patches and grid: what the prefix cache knows the image by.
+uint64_t image_hash(const float* patches, PatchGrid grid, size_t patch_dim);
+
+// A tokenized prompt whose image placeholders (one `image_token` per image, in order) are expanded
+// to each image's merged grid of tokens, with everything the decoder needs besides the embeddings.
+struct MultimodalPrompt {
+  std::vector<int32_t> tokens;                  // each image's tokens are `image_token`
+  std::vector<int32_t> cache_key;               // tokens, image tokens replaced by negative ids from the image's hash
+  std::vector<engine::ImagePlacement> images;   // where each image's tokens are
+  engine::PromptPositions positions;            // M-RoPE positions, and the offset of the tokens after them
+  size_t image_tokens() const;
+};
+// grids[i] and hashes[i] describe the i-th image (grids in patches; merge x merge patches make a
+// token). Throws Error when the placeholders and the images do not pair up.
+MultimodalPrompt expand_prompt(std::span<const int32_t> ids, int32_t image_token, std::span<const PatchGrid> grids,
+                               std::span<const uint64_t> hashes, uint32_t merge);
+
+// The decoder input rows of a prompt's images: every image encoded, every image token pointed at
+// its row (nullptr for text tokens). patches[i] is the i-th image's, in its grid.
+struct PromptEmbeddings {
+  std::vector<float> data;
+  std::vector<const float*> rows;   // one per prompt token
+};
+PromptEmbeddings embed_images(VisionEncoder& encoder, const MultimodalPrompt& prompt,
+                              std::span<const std::vector<float>> patches, std::span<const PatchGrid> grids);
 
 }  // namespace autoglm::vision

@@ -1,5 +1,6 @@
 // Each render_* function follows its model's Jinja template line by line for plain-text messages;
 // the comments quote the template expressions they stand for.
+#include <algorithm>
 #include <initializer_list>
 #include <string>
 
@@ -51,6 +52,12 @@ void check_roles(ChatFormat format, Messages messages) {
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") bad_role(format, i, role);
+    if (messages[i].images.empty()) continue;
+    if (!reads_images(format))
+      throw Error(kExitUsage, "message " + std::to_string(i) + " holds an image, but this model reads text only (chat format " +
+                                  std::string(chat_format_name(format)) + ")");
+    if (role != "user")
+      throw Error(kExitUsage, "message " + std::to_string(i) + ": images are read in user messages only, not in '" + role + "'");
   }
 }
 
@@ -102,6 +109,30 @@ std::string render_glm4(Messages messages, bool add_generation_prompt) {
     if (m.role == "assistant") out += glm4_assistant(m.content, !any_user || i > last_user);
   }
   if (add_generation_prompt) out += "<|assistant|>";
+  return out;
+}
+
+// ---- GLM-4.1V ----
+
+// The content with kImagePart inserted at each image offset.
+std::string with_images(const ChatMessage& m) {
+  std::string out;
+  size_t at = 0;
+  for (size_t offset : m.images) {
+    offset = std::min(std::max(offset, at), m.content.size());
+    out.append(m.content, at, offset - at);
+    out += kImagePart;
+    at = offset;
+  }
+  out.append(m.content, at, std::string::npos);
+  return out;
+}
+
+// "<|system|>\n" + content, "<|user|>\n" + its parts, "<|assistant|>\n" + content; then "<|assistant|>\n".
+std::string render_glm4v(Messages messages, bool add_generation_prompt) {
+  std::string out = "[gMASK]<sop>";
+  for (const ChatMessage& m : messages) out += concat({"<|", m.role, "|>\n", with_images(m)});
+  if (add_generation_prompt) out += "<|assistant|>\n";
   return out;
 }
 
@@ -195,6 +226,7 @@ std::string render_chat(ChatFormat format, Messages messages, bool add_generatio
     case ChatFormat::llama3: return render_llama3(messages, add_generation_prompt);
     case ChatFormat::chatml: return render_chatml(messages, add_generation_prompt);
     case ChatFormat::llama2: return render_llama2(messages);
+    case ChatFormat::glm4v: return render_glm4v(messages, add_generation_prompt);
   }
   return {};
 }

@@ -14,7 +14,9 @@ void add_deploy_command(CLI::App& app, Runner& run) {
       "Examples:\n"
       "  autoglm-deploy deploy                       # the built-in demo model (random weights)\n"
       "  autoglm-deploy deploy --config configs/default.yaml\n"
-      "  autoglm-deploy deploy --model ./glm-4-9b-0414-Q4_K_M.gguf --port 8080 --gpu\n\n"
+      "  autoglm-deploy deploy --model ./glm-4-9b-0414-Q4_K_M.gguf --port 8080 --gpu\n"
+      "  autoglm-deploy deploy --model ./AutoGLM-Phone-9B            # a Hugging Face folder: vision included\n"
+      "  autoglm-deploy deploy --model ./AutoGLM-Phone-9B-Q4_K_M.gguf --mmproj ./mmproj-AutoGLM-Phone-9B-F16.gguf\n\n"
       "Flags override the matching fields of --config. Without a model, a small random-weight demo model\n"
       "is generated once into the cache ($XDG_CACHE_HOME/autoglm-deploy) so the whole path can be tried.");
   auto path = std::make_shared<std::string>();
@@ -25,6 +27,7 @@ void add_deploy_command(CLI::App& app, Runner& run) {
   cmd->add_flag("--force", *force, "Start even when the preflight says the model does not fit");
   auto flags = std::make_shared<std::vector<ConfigFlag>>(std::vector<ConfigFlag>{
       {"--model,-m", "model.path", "GGUF file, Hugging Face folder or http(s):// URL", {}},
+      {"--mmproj", "model.mmproj", "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)", {}},
       {"--host", "service.host", "Address to bind", {}},
       {"--port,-p", "service.port", "TCP port", {}},
       {"--quantization,-q", "model.quantization", "auto, f16, bf16, q8_0, q4_0 or q4_k", {}},

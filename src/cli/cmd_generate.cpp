@@ -12,6 +12,7 @@
 #include "autoglm/quantize.h"
 #include "autoglm/sampling.h"
 #include "autoglm/tokenizer.h"
+#include "autoglm/vision.h"
 #include "commands.h"
 #include "model_setup.h"
 
@@ -21,8 +22,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct GenerateArgs {
-  std::string model, prompt, chat, system, chat_format, quantization;
-  std::vector<std::string> stop;
+  std::string model, prompt, chat, system, chat_format, quantization, mmproj;
+  std::vector<std::string> stop, images;
   int max_tokens = 256;
   int threads = 0;
   sampling::SamplingParams sampling{0.8f, 40, 0.95f, 0.05f, 1.0f, 0.0f, 0.0f, 0, 64};
@@ -41,6 +42,7 @@ std::vector<int32_t> prompt_tokens(const GenerateArgs& a, const Tokenizer& tok, 
   std::vector<chat::ChatMessage> messages;
   if (!a.system.empty()) messages.push_back({"system", a.system});
   messages.push_back({"user", a.chat});
+  messages.back().images.assign(a.images.size(), 0);  // the images first, then the text
   const std::string text = chat::render_chat(*format, messages, /*add_generation_prompt=*/true);
   return tok.encode(text, /*add_special=*/!chat::prompt_includes_bos(*format), /*parse_special=*/true);
 }
@@ -73,12 +75,19 @@ int run_generate(GenerateArgs a) {
     load.quantize_to = model::parse_quantize_type(a.quantization);
     if (!load.quantize_to) throw Error(kExitUsage, fmt::format("--quantization: unknown type '{}'", a.quantization));
   }
+  if (!a.images.empty() && a.chat.empty()) throw Error(kExitUsage, "--image goes with --chat");
   const auto m = model::Model::load(a.model, load);
   const Tokenizer tok = load_tokenizer(a.model);
+  const VisionSetup vision = load_vision(a.model, a.mmproj, load, tok);
+  const ImageFiles images = read_images(a.images, vision);
   std::optional<chat::ChatFormat> format;
   if (!a.chat.empty()) format = choose_format(a, *m, tok);
-  const std::vector<int32_t> prompt = prompt_tokens(a, tok, format);
-  if (prompt.empty()) throw Error(kExitUsage, "the prompt has no tokens");
+  if (format && vision.model) format = vision_chat_format(*format, a.chat_format);
+  vision::MultimodalPrompt mp;
+  mp.tokens = prompt_tokens(a, tok, format);
+  if (mp.tokens.empty()) throw Error(kExitUsage, "the prompt has no tokens");
+  if (vision.model) mp = vision::expand_prompt(mp.tokens, vision.image_token, images.grids, images.hashes, vision.model->config.merge);
+  const std::vector<int32_t>& prompt = mp.tokens;
   const size_t total = prompt.size() + static_cast<size_t>(a.max_tokens);
   if (m->config.context_length && total > m->config.context_length)
     throw Error(kExitUsage, fmt::format("{} prompt tokens + --max-tokens {} exceed the model's context of {}",
@@ -90,11 +99,20 @@ int run_generate(GenerateArgs a) {
   engine::KvCache::Sequence seq;
   cache.reserve(seq, total);
 
-  // prompt, in steps of up to 512 tokens; the logits of its last token
+  // the images through the vision tower, then the prompt in steps of up to 512 tokens; the logits of its last token
   std::vector<float> logits;
   const auto t0 = Clock::now();
+  vision::PromptEmbeddings embeddings;
+  if (!mp.images.empty()) {
+    vision::VisionEncoder encoder(*vision.model, engine.pool());
+    embeddings = vision::embed_images(encoder, mp, images.patches, images.grids);
+    std::fprintf(stderr, "images: %zu (%zu tokens) encoded in %.2f s\n", mp.images.size(), mp.image_tokens(), seconds_since(t0));
+  }
   for (size_t i = 0; i < prompt.size(); i += 512) {
-    engine::StepItem item{&seq, std::span(prompt).subspan(i, std::min<size_t>(512, prompt.size() - i)), false};
+    const size_t n = std::min<size_t>(512, prompt.size() - i);
+    engine::StepItem item{&seq, std::span(prompt).subspan(i, n), false};
+    if (!embeddings.rows.empty()) item.embeddings = std::span<const float* const>(embeddings.rows).subspan(i, n);
+    if (!mp.positions.positions.empty()) item.rope_positions = std::span(mp.positions.positions).subspan(i, n);
     engine.step(std::span(&item, 1), logits);
   }
   const double prompt_s = seconds_since(t0);
@@ -120,6 +138,7 @@ int run_generate(GenerateArgs a) {
     }
     if (history.size() == total) break;  // --max-tokens
     engine::StepItem item{&seq, std::span(&history.back(), 1), false};
+    item.rope_offset = mp.positions.next_offset;
     engine.step(std::span(&item, 1), logits);
   }
   if (!stops.stopped()) emit(stops.feed(utf8.flush()).text + stops.flush());
@@ -141,7 +160,9 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--prompt,-p", a->prompt, "raw text to continue (BOS added if the model wants one)");
   cmd->add_option("--chat,-c", a->chat, "a user message, sent through the model's chat format");
   cmd->add_option("--system", a->system, "a system message (with --chat)");
-  cmd->add_option("--chat-format", a->chat_format, "glm4, llama3, chatml or llama2 (default: from the model's template)");
+  cmd->add_option("--image", a->images, "a PNG or JPEG the user message shows, before its text (repeatable; vision models)");
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)");
+  cmd->add_option("--chat-format", a->chat_format, "glm4, glm4v, llama3, chatml or llama2 (default: from the model's template)");
   cmd->add_option("--max-tokens,-n", a->max_tokens, "most tokens to generate (default 256)");
   cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy (default 0.8)");
   cmd->add_option("--top-k", a->sampling.top_k, "0 = off (default 40)");
@@ -157,7 +178,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--quantization", a->quantization, "for HF weights: quantize at load to q8_0, q4_0, q4_k");
   cmd->footer("Examples:\n"
               "  autoglm-deploy generate -m glm-4-9b-Q4_K_M.gguf --chat 'Why is the sky blue?'\n"
-              "  autoglm-deploy generate -m GLM-4-9B-0414/ --quantization q8_0 --prompt 'Once upon a time' -n 64 --seed 1");
+              "  autoglm-deploy generate -m GLM-4-9B-0414/ --quantization q8_0 --prompt 'Once upon a time' -n 64 --seed 1\n"
+              "  autoglm-deploy generate -m AutoGLM-Phone-9B/ --quantization q8_0 --image screen.png --chat 'What is on this screen?'");
   cmd->callback([&run, a] { run = [a] { return run_generate(*a); }; });
 }
 

@@ -9,7 +9,9 @@
 #include "autoglm/exit_codes.h"
 #include "autoglm/npy.h"
 #include "autoglm/quantize.h"
+#include "autoglm/vision.h"
 #include "commands.h"
+#include "model_setup.h"
 
 namespace autoglm::cli {
 namespace {
@@ -20,6 +22,8 @@ struct LogitsArgs {
   std::string out;
   std::string isa;
   std::string quantization;
+  std::string mmproj;
+  std::vector<std::string> images;
   int threads = 0;
   size_t block_size = 16;
 };
@@ -67,16 +71,32 @@ model::LoadOptions load_options(const std::string& name) {
 }
 
 int run_logits(const LogitsArgs& a) {
-  const std::vector<int32_t> tokens = parse_tokens(a.tokens);
   select_isa(a.isa);
-  const auto model = model::Model::load(a.model, load_options(a.quantization));
+  const model::LoadOptions options = load_options(a.quantization);
+  const auto model = model::Model::load(a.model, options);
+  vision::MultimodalPrompt mp;
+  mp.tokens = parse_tokens(a.tokens);
+  VisionSetup vision;
+  ImageFiles images;
+  if (!a.images.empty()) {  // each image's one placeholder id among the tokens becomes its tokens
+    const Tokenizer tok = load_tokenizer(a.model);
+    vision = load_vision(a.model, a.mmproj, options, tok);
+    images = read_images(a.images, vision);
+    mp = vision::expand_prompt(mp.tokens, vision.image_token, images.grids, images.hashes, vision.model->config.merge);
+  }
+  const std::vector<int32_t>& tokens = mp.tokens;
   const model::ArchConfig& c = model->config;
   const size_t blocks = (tokens.size() + a.block_size - 1) / a.block_size;
   engine::KvCache cache(c, blocks, a.block_size);
   engine::Engine engine(*model, cache, {a.threads, 512});
   engine::KvCache::Sequence seq;
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<float> logits = engine.eval_all_logits(seq, tokens);
+  vision::PromptEmbeddings embeddings;
+  if (!mp.images.empty()) {
+    vision::VisionEncoder encoder(*vision.model, engine.pool());
+    embeddings = vision::embed_images(encoder, mp, images.patches, images.grids);
+  }
+  const std::vector<float> logits = engine.eval_all_logits(seq, tokens, embeddings.rows, mp.positions.positions);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const uint64_t shape[2] = {tokens.size(), c.vocab_size};
   npy::write_f32(a.out, logits, shape);
@@ -94,13 +114,17 @@ void add_logits_command(CLI::App& app, Runner& run) {
       "Examples:\n"
       "  autoglm-deploy logits --model tiny-glm4-Q8_0.gguf --tokens 1,5,9,300 --out logits.npy\n"
       "  autoglm-deploy logits --model m.gguf --tokens 1,2,3 --out l.npy --isa scalar --threads 1\n\n"
-      "Evaluates exactly these ids (no BOS added). Output: float32 [n_tokens, n_vocab].");
+      "  autoglm-deploy logits --model GLM-4.1V/ --tokens 2050,2052,2055,...,2058,2062,2059,... --image a.png --out l.npy\n\n"
+      "Evaluates exactly these ids (no BOS added). Output: float32 [n_tokens, n_vocab]. With --image, each\n"
+      "<|image|> id among them stands for the next image and is expanded to its tokens (the rows cover them).");
   auto a = std::make_shared<LogitsArgs>();
   cmd->add_option("--model,-m", a->model, "GGUF file or Hugging Face folder")->required();
   cmd->add_option("--quantization,-q", a->quantization,
                   "For a Hugging Face folder: auto (as stored), f16, bf16, q8_0, q4_0, q4_k — quantized while loading");
   cmd->add_option("--tokens", a->tokens, "Comma-separated token ids")->required();
   cmd->add_option("--out,-o", a->out, "Output .npy file")->required();
+  cmd->add_option("--image", a->images, "PNG or JPEG for each <|image|> id, in order (repeatable; vision models)");
+  cmd->add_option("--mmproj", a->mmproj, "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)");
   cmd->add_option("--threads,-t", a->threads, "CPU threads (default: all)");
   cmd->add_option("--isa", a->isa, "Kernel path: scalar, avx2 or avx512 (default: the fastest available)");
   cmd->add_option("--kv-block-size", a->block_size, "Positions per KV cache block")

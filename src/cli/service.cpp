@@ -226,17 +226,28 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   if (how.preflight) preflight_check(cfg, model_path, how.force);
   verify_hashes(cfg, model_path);
   spdlog::info("loading {}", model_path.string());
-  const auto model = model::Model::load(model_path, load_options(cfg, model_path));
+  const model::LoadOptions options = load_options(cfg, model_path);
+  const auto model = model::Model::load(model_path, options);
   const Tokenizer tokenizer = load_tokenizer(model_path);
+  const VisionSetup vision = load_vision(model_path, cfg.model.mmproj, options, tokenizer);
   const std::string chat_override = cfg.model.chat_template;
   if (!chat_override.empty() && chat_override.find('/') != std::string::npos)
     throw Error(kExitNotImplemented, "model.chat_template: Jinja template files are not supported yet; use glm4, "
-                                     "llama3, chatml or llama2");
+                                     "glm4v, llama3, chatml or llama2");
   server::ServedModel served;
   served.model = model.get();
   served.tokenizer = &tokenizer;
   served.name = cfg.service.name;
   served.chat_format = choose_chat_format(chat_override, *model, tokenizer);
+  if (vision.model) {
+    served.chat_format = vision_chat_format(served.chat_format, chat_override);
+    served.vision = vision.model.get();
+    served.processor = vision.processor;
+    served.image_token = vision.image_token;
+    spdlog::info("vision: {} blocks of width {}, {} weights; images up to {} pixels ({} tokens)", vision.model->config.depth,
+                 vision.model->config.d_model, vision.model->weight_type, vision.processor.max_pixels,
+                 vision.processor.max_pixels / (size_t{vision.processor.factor()} * vision.processor.factor()));
+  }
   const KvPlan kv = plan_kv_cache(cfg, hw, *model, served.kv_block_size);
   served.context_length = kv.context;
   served.kv_blocks = kv.blocks;

@@ -30,11 +30,11 @@ using Message = std::optional<std::string>;  // a problem's text, or nothing whe
 
 // ---- the schema: sections and their keys -------------------------------------------------------
 
-constexpr std::array<std::string_view, 11> kServiceKeys{
+constexpr std::array<std::string_view, 12> kServiceKeys{
     "name", "host", "port", "api_keys", "api_keys_env", "cors_origins", "max_request_body",
-    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout"};
-constexpr std::array<std::string_view, 6> kModelKeys{
-    "path", "url", "sha256", "quantization", "context_length", "chat_template"};
+    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout", "max_images_per_request"};
+constexpr std::array<std::string_view, 7> kModelKeys{
+    "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj"};
 constexpr std::array<std::string_view, 7> kRuntimeKeys{
     "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights"};
 constexpr std::array<std::string_view, 1> kHealthKeys{"heartbeat_interval"};
@@ -60,6 +60,7 @@ struct IntRange {
 };
 constexpr IntRange kPort{1, 65535, ""};
 constexpr IntRange kQueuedRequests{0, 1'000'000, " (0 = reject when busy)"};
+constexpr IntRange kImagesPerRequest{0, 64, " (0 = refuse images)"};
 constexpr IntRange kContextLength{0, 1'048'576, " (0 = the model's own)"};
 constexpr IntRange kThreads{0, 1024, " (0 = one per physical core)"};
 constexpr IntRange kBatchSize{1, 1024, ""};
@@ -91,7 +92,7 @@ constexpr std::array<Named<Backend>, 3> kBackends{
 constexpr std::array<Named<KvCacheType>, 2> kKvCacheTypes{
     {{KvCacheType::kF16, "f16"}, {KvCacheType::kQ8_0, "q8_0"}}};
 constexpr std::array<Named<bool>, 2> kBooleans{{{true, "true"}, {false, "false"}}};
-constexpr std::array<std::string_view, 4> kTemplateNames{"glm4", "llama3", "chatml", "llama2"};
+constexpr std::array<std::string_view, 5> kTemplateNames{"glm4", "glm4v", "llama3", "chatml", "llama2"};
 
 constexpr std::string_view kRateLimitExpected =
     "'<count>/<unit>' like '1000/min' (unit s, sec, m, min, h or hour) or 'off'";
@@ -99,7 +100,7 @@ constexpr std::string_view kKvBudgetExpected =
     "a size like '4GiB' or a share of free memory like '90%' (above 0%, at most 100%)";
 constexpr std::string_view kSha256Expected = "64 hex digits (as printed by sha256sum)";
 constexpr std::string_view kTemplateExpected =
-    "glm4, llama3, chatml, llama2 or a path to a Jinja file like './chat.jinja'";
+    "glm4, glm4v, llama3, chatml, llama2 or a path to a Jinja file like './chat.jinja'";
 
 // A config file is a few kilobytes; anything bigger is almost surely the wrong file (a model?).
 constexpr uintmax_t kMaxFileBytes = 1 << 20;
@@ -554,6 +555,8 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
     set(s.request_timeout_ms, r.measure(e, kRequestTimeout, parse_duration_ms));
   } else if (key == "max_queued_requests") {
     set(s.max_queued_requests, r.integer(e, kQueuedRequests));
+  } else if (key == "max_images_per_request") {
+    set(s.max_images_per_request, r.integer(e, kImagesPerRequest));
   } else if (key == "drain_timeout") {
     set(s.drain_timeout_ms, r.measure(e, kDrainTimeout, parse_duration_ms));
   } else if (key == "rate_limit") {
@@ -571,14 +574,20 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
 
 void read_model(Reader& r, const Entry& e, ModelConfig& m) {
   const std::string_view key = e.key_name();
+  // Relative to the config file, so a config and its model can move together.
+  auto resolve = [&](const std::string& text) {
+    return fs::path(text).is_relative() && !r.base_dir().empty() ? (r.base_dir() / text).lexically_normal() : fs::path(text);
+  };
   if (key == "path") {
     auto text = r.text(e, "a file or folder path", [](std::string_view s) {
       return check_nonempty(s, "remove the key to use the built-in demo model");
     });
-    // Relative to the config file, so a config and its model can move together.
-    if (text) m.path = fs::path(*text).is_relative() && !r.base_dir().empty()
-                           ? (r.base_dir() / *text).lexically_normal()
-                           : fs::path(*text);
+    if (text) m.path = resolve(*text);
+  } else if (key == "mmproj") {
+    auto text = r.text(e, "the path of an mmproj GGUF", [](std::string_view s) {
+      return check_nonempty(s, "remove the key when the model has no separate vision projector");
+    });
+    if (text) m.mmproj = resolve(*text);
   } else if (key == "url") {
     set(m.url, r.text(e, "an http:// or https:// URL", check_url));
   } else if (key == "sha256") {
@@ -890,6 +899,7 @@ void validate(const Config& c) {
   check("service.request_timeout",
         limits(s.request_timeout_ms, kRequestTimeout, format_duration_ms(s.request_timeout_ms)));
   check("service.max_queued_requests", check_int(s.max_queued_requests, kQueuedRequests));
+  check("service.max_images_per_request", check_int(s.max_images_per_request, kImagesPerRequest));
   check("service.drain_timeout", limits(s.drain_timeout_ms, kDrainTimeout, format_duration_ms(s.drain_timeout_ms)));
   if (s.rate_limit && (s.rate_limit->requests == 0 || s.rate_limit->per_ms == 0))
     check("service.rate_limit", fmt::format("expected {}, got {} per {} ms", kRateLimitExpected,

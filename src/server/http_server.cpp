@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <algorithm>
 #include <fmt/format.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -284,12 +285,76 @@ void Server::Impl::install_routes() {
 
 namespace {
 
+// The bytes of an image part: a base64 data: URL. Other URLs are refused with what to send instead.
+std::vector<uint8_t> image_bytes(const ImagePart& part, uint64_t max_bytes) {
+  if (part.url.starts_with("http://") || part.url.starts_with("https://"))
+    throw ApiError(400, fmt::format("'{}': this server does not fetch image URLs; send the image inline as a base64 "
+                                    "data: URL (data:image/png;base64,...)", part.param), part.param, "invalid_image");
+  if (!part.url.starts_with("data:"))
+    throw ApiError(400, fmt::format("'{}': expected a base64 data: URL (data:image/png;base64,...)", part.param),
+                   part.param, "invalid_image");
+  try {
+    return image::parse_data_url(part.url, max_bytes).bytes;
+  } catch (const image::ImageError& e) {
+    throw ApiError(400, fmt::format("'{}': {}", part.param, e.what()), part.param, "invalid_image");
+  }
+}
+
+// An image part decoded and cut into the vision tower's patches.
+PromptImage prepare_image(const ImagePart& part, const ServedModel& m, uint64_t max_bytes) {
+  const std::vector<uint8_t> bytes = image_bytes(part, max_bytes);
+  PromptImage out;
+  try {
+    image::Patches p = image::preprocess(image::decode(bytes), m.processor);
+    out.grid = {p.t, p.h, p.w};
+    out.patches = std::move(p.values);
+  } catch (const image::ImageError& e) {
+    throw ApiError(400, fmt::format("'{}': {}", part.param, e.what()), part.param, "invalid_image");
+  }
+  return out;
+}
+
+// The images of a chat request put into its prompt: placeholders expanded, M-RoPE positions, the
+// prefix-cache key.
+void add_images(const ApiRequest& r, const Served& m, size_t max_images, uint64_t max_bytes, GenerationRequest& g) {
+  const ServedModel& info = m.info;
+  if (!info.vision)
+    throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B folder, "
+                        "or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
+  if (r.images.size() > max_images)
+    throw ApiError(400, fmt::format("the request holds {} images; this server takes at most {} per request "
+                                    "(service.max_images_per_request)", r.images.size(), max_images),
+                   r.images[max_images].param, "too_many_images");
+  std::vector<vision::PatchGrid> grids;
+  std::vector<uint64_t> hashes;
+  for (const ImagePart& part : r.images) {
+    g.images.push_back(prepare_image(part, info, max_bytes));
+    const PromptImage& image = g.images.back();
+    grids.push_back(image.grid);
+    hashes.push_back(vision::image_hash(image.patches.data(), image.grid, info.vision->config.patch_dim()));
+  }
+  vision::MultimodalPrompt mp;
+  try {
+    mp = vision::expand_prompt(g.prompt, info.image_token, grids, hashes, info.vision->config.merge);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), "messages");
+  }
+  for (size_t i = 0; i < g.images.size(); ++i) g.images[i].place = mp.images[i];
+  g.prompt = std::move(mp.tokens);
+  g.cache_key = std::move(mp.cache_key);
+  g.rope = std::move(mp.positions.positions);
+  g.rope_offset = mp.positions.next_offset;
+}
+
 // Prompt token ids of a checked request: chat messages through the model's chat format, text through
 // the tokenizer (BOS as the vocabulary wants it), ids as given.
 std::vector<int32_t> prompt_ids(const ApiRequest& r, const Served& m) {
   const Tokenizer& tok = *m.info.tokenizer;
   std::vector<int32_t> ids;
   if (r.endpoint == Endpoint::chat) {
+    if (!r.images.empty() && !m.info.vision)
+      throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B "
+                          "folder, or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
     std::string text;
     try {
       text = chat::render_chat(m.info.chat_format, r.messages, /*add_generation_prompt=*/true);
@@ -306,6 +371,10 @@ std::vector<int32_t> prompt_ids(const ApiRequest& r, const Served& m) {
         throw ApiError(400, fmt::format("token id {} is outside the vocabulary (0..{})", id, m.info.model->config.vocab_size - 1), "prompt");
   }
   if (ids.empty()) throw ApiError(400, "the prompt has no tokens", r.endpoint == Endpoint::chat ? "messages" : "prompt");
+  // an image placeholder anywhere but where an image part stands would take an image's embeddings
+  if (m.info.vision && r.images.empty() && std::find(ids.begin(), ids.end(), m.info.image_token) != ids.end())
+    throw ApiError(400, "the prompt holds an image placeholder ('<|image|>') but the request sends no image",
+                   r.endpoint == Endpoint::chat ? "messages" : "prompt");
   return ids;
 }
 
@@ -358,24 +427,22 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
                                     "model_loading", "server_error"));
   }
   ApiRequest r;
-  std::vector<int32_t> prompt;
-  size_t max_tokens = 0;
+  GenerationRequest g;
   try {
     r = parse_request(endpoint, req.body);
     if (!r.model.empty() && r.model != m->info.name && endpoint != Endpoint::infer)
       throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", r.model, m->info.name),
                      "model", "model_not_found");
-    prompt = prompt_ids(r, *m);
-    max_tokens = checked_max_tokens(r, prompt.size(), m->info.context_length);
+    g.prompt = prompt_ids(r, *m);
+    if (!r.images.empty())
+      add_images(r, *m, static_cast<size_t>(opt.service.max_images_per_request), opt.service.max_request_body, g);
+    g.max_tokens = checked_max_tokens(r, g.prompt.size(), m->info.context_length);
   } catch (const ApiError& e) {
     return send_error(res, e);
   }
-  t_request.prompt_tokens = prompt.size();
+  t_request.prompt_tokens = g.prompt.size();
   if (spdlog::should_log(spdlog::level::debug)) spdlog::debug("request {} prompt: {}", t_request.id, req.body);
 
-  GenerationRequest g;
-  g.prompt = std::move(prompt);
-  g.max_tokens = max_tokens;
   g.sampling = r.sampling;
   if (!r.seed_given) g.sampling.seed = std::random_device{}() * 0x9E3779B97F4A7C15ull + std::random_device{}();
   g.stop = r.stop;
@@ -427,7 +494,9 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
       if (finished) {
         t_request.completion_tokens = st->gen->completion_tokens();  // the logger runs on this thread next
         if (const auto ttft = st->gen->time_to_first_token()) st->metrics->record_time_to_first_token(*ttft);
-        if (st->include_usage) out += sse(usage_chunk(st->meta, chat, {st->gen->prompt_tokens(), st->gen->completion_tokens(), st->gen->cached_tokens()}));
+        if (st->include_usage)
+          out += sse(usage_chunk(st->meta, chat, {st->gen->prompt_tokens(), st->gen->completion_tokens(),
+                                                  st->gen->cached_tokens(), st->gen->image_tokens()}));
         out += "data: [DONE]\n\n";
       }
       if (!out.empty() && !sink.write(out.data(), out.size())) {
@@ -453,7 +522,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
   }
   if (const auto ttft = gen->time_to_first_token()) metrics.record_time_to_first_token(*ttft);
   const FinishReason reason = api_reason(gen->finish_reason());
-  const Usage usage{gen->prompt_tokens(), gen->completion_tokens(), gen->cached_tokens()};
+  const Usage usage{gen->prompt_tokens(), gen->completion_tokens(), gen->cached_tokens(), gen->image_tokens()};
   t_request.completion_tokens = usage.completion_tokens;
   if (reason == FinishReason::error)
     return send_error(res, ApiError(500, "generation failed: " + gen->error(), "", "generation_failed", "server_error"));
@@ -520,7 +589,7 @@ void Server::attach(const ServedModel& model) {
   so.block_size = model.kv_block_size;
   so.kv_type = model.kv_type;
   so.threads = model.threads;
-  served->scheduler = std::make_unique<Scheduler>(*model.model, tok, so);
+  served->scheduler = std::make_unique<Scheduler>(*model.model, tok, so, model.vision);
   impl_->served.store(served);
 }
 

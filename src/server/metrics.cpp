@@ -85,6 +85,11 @@ std::string Metrics::render(const LiveGauges& live) const {
   counter(out, "autoglm_prompt_tokens_cached_total", "Prompt tokens whose KV came from the prefix cache.",
           static_cast<double>(live.scheduler.cached_prompt_tokens));
   counter(out, "autoglm_generation_tokens_total", "Tokens generated.", static_cast<double>(live.scheduler.generated_tokens));
+  counter(out, "autoglm_images_encoded_total", "Images run through the vision tower.",
+          static_cast<double>(live.scheduler.images_encoded));
+  counter(out, "autoglm_images_cached_total", "Images whose tokens all came from the prefix cache (not encoded).",
+          static_cast<double>(live.scheduler.images_cached));
+  counter(out, "autoglm_image_encode_seconds_total", "Seconds spent in the vision tower.", live.scheduler.image_encode_seconds);
   counter(out, "autoglm_engine_step_seconds_total", "Seconds spent in engine steps.", live.scheduler.engine_seconds);
   counter(out, "autoglm_decode_steps_total", "Engine steps that only generated (no prompt tokens).",
           static_cast<double>(live.scheduler.decode_steps));

@@ -64,27 +64,48 @@ void refuse_unsupported(const json& body) {
   if (boolean(body, "echo").value_or(false)) throw bad("echo", "'echo' is not supported by this server");
 }
 
-// A message's content: a string, or an array of {"type": "text", "text": ...} parts.
-std::string message_content(const json& m, size_t index) {
+// An image part's URL: {"type": "image_url", "image_url": {"url": ...}} (or the URL as a string, as
+// some clients send it).
+std::string image_url(const json& part, const std::string& param) {
+  const json* u = field(part, "image_url");
+  if (!u) throw bad(param, fmt::format("'{}': an image_url part needs 'image_url'", param));
+  if (u->is_string()) return u->get<std::string>();
+  if (!u->is_object() || !field(*u, "url")) throw bad(param + ".image_url", fmt::format("'{}.image_url' must be an object with a 'url'", param));
+  return text((*u)["url"], param + ".image_url.url");
+}
+
+// A message's content: a string, or an array of text and image_url parts. Image parts are recorded
+// where they stand in the text.
+chat::ChatMessage message_content(const json& m, size_t index, std::string role, std::vector<ImagePart>& images) {
   const std::string param = fmt::format("messages[{}].content", index);
+  chat::ChatMessage out{std::move(role), ""};
   const json* c = field(m, "content");
-  if (!c) return "";
-  if (c->is_string()) return c->get<std::string>();
-  if (!c->is_array()) throw bad(param, fmt::format("'{}' must be a string or an array of text parts", param));
-  std::string out;
-  for (const json& part : *c) {
+  if (!c) return out;
+  if (c->is_string()) {
+    out.content = c->get<std::string>();
+    return out;
+  }
+  if (!c->is_array()) throw bad(param, fmt::format("'{}' must be a string or an array of content parts", param));
+  for (size_t i = 0; i < c->size(); ++i) {
+    const json& part = (*c)[i];
+    const std::string at = fmt::format("{}[{}]", param, i);
     if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-      throw bad(param, fmt::format("'{}': each part must be an object with a 'type'", param));
+      throw bad(at, fmt::format("'{}' must be an object with a 'type'", at));
     const std::string type = part["type"].get<std::string>();
+    if (type == "image_url") {
+      images.push_back({image_url(part, at), at + ".image_url"});
+      out.images.push_back(out.content.size());
+      continue;
+    }
     if (type != "text")
-      throw bad(param, fmt::format("'{}': '{}' parts are not supported; this model reads text only", param, type));
-    if (!part.contains("text")) throw bad(param, fmt::format("'{}': a text part needs 'text'", param));
-    out += text(part["text"], param + ".text");
+      throw bad(at, fmt::format("'{}': '{}' parts are not supported (text and image_url are)", at, type));
+    if (!part.contains("text")) throw bad(at, fmt::format("'{}': a text part needs 'text'", at));
+    out.content += text(part["text"], at + ".text");
   }
   return out;
 }
 
-std::vector<chat::ChatMessage> parse_messages(const json& body) {
+std::vector<chat::ChatMessage> parse_messages(const json& body, std::vector<ImagePart>& images) {
   const json* ms = field(body, "messages");
   if (!ms) throw bad("messages", "'messages' is required");
   if (!ms->is_array() || ms->empty()) throw bad("messages", "'messages' must be a non-empty array");
@@ -99,7 +120,9 @@ std::vector<chat::ChatMessage> parse_messages(const json& body) {
     if (role != "system" && role != "user" && role != "assistant")
       throw bad(param + ".role", fmt::format("role '{}' is not supported (system, user, assistant)", role));
     if (field(m, "tool_calls")) throw bad(param + ".tool_calls", "tool calls are not supported by this server");
-    out.push_back({role, message_content(m, i)});
+    out.push_back(message_content(m, i, role, images));
+    if (!out.back().images.empty() && role != "user")
+      throw bad(param + ".content", fmt::format("'{}': images are read in user messages only", param));
   }
   return out;
 }
@@ -237,7 +260,7 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& body_text) {
   r.endpoint = endpoint;
   if (const json* m = field(body, "model")) r.model = text(*m, "model");
   refuse_unsupported(body);
-  if (endpoint == Endpoint::chat) r.messages = parse_messages(body);
+  if (endpoint == Endpoint::chat) r.messages = parse_messages(body, r.images);
   else parse_prompt(body, r);
   const char* max_name = endpoint == Endpoint::chat && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   if (auto v = integer(body, max_name, 1, INT32_MAX)) r.max_tokens = static_cast<size_t>(*v);
@@ -256,7 +279,8 @@ json usage_json(const Usage& u) {
   return json{{"prompt_tokens", u.prompt_tokens},
               {"completion_tokens", u.completion_tokens},
               {"total_tokens", u.prompt_tokens + u.completion_tokens},
-              {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
+              {"prompt_tokens_details", u.image_tokens ? json{{"cached_tokens", u.cached_tokens}, {"image_tokens", u.image_tokens}}
+                                                       : json{{"cached_tokens", u.cached_tokens}}}}};
 }
 
 json chat_response(const ResponseMeta& m, const Delta& out, FinishReason reason, const Usage& usage, bool logprobs,

@@ -32,10 +32,17 @@ std::string dump(const nlohmann::json& j);
 
 enum class Endpoint { chat, completion, infer };
 
+// An image part of a chat message, as sent: its URL (a data: URL, http(s) or file) and where it was.
+struct ImagePart {
+  std::string url;
+  std::string param;   // "messages[1].content[0].image_url", for errors
+};
+
 struct ApiRequest {
   Endpoint endpoint = Endpoint::chat;
   std::string model;                         // as given ("" when absent)
   std::vector<chat::ChatMessage> messages;   // chat
+  std::vector<ImagePart> images;             // chat: the image parts of all messages, in order
   std::optional<std::string> prompt_text;    // completion / infer: text
   std::vector<int32_t> prompt_ids;           // completion: token ids given directly
   std::optional<size_t> max_tokens;          // absent: the endpoint's default
@@ -61,6 +68,7 @@ using TokenText = std::function<std::string(int32_t)>;  // a token's text for lo
 struct Usage {
   size_t prompt_tokens = 0, completion_tokens = 0;
   size_t cached_tokens = 0;  // of the prompt, from the prefix cache
+  size_t image_tokens = 0;   // of the prompt, holding images (reported when there are any)
 };
 nlohmann::json usage_json(const Usage& u);
 

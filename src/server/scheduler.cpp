@@ -89,18 +89,24 @@ struct Scheduler::Active {
   sampling::StopMatcher stops;
   Utf8StreamDecoder utf8;
   bool done = false;                    // retired: leaves the batch after this step
+  bool images_ready = false;            // the images' embeddings are computed (or not needed)
+  std::vector<float> embeds;            // the images' decoder rows, image after image
+  std::vector<const float*> rows;       // per prompt token: its image row, or nullptr
   bool decoding() const { return prefilled == req.prompt.size(); }
+  std::span<const int32_t> key() const { return req.cache_key.empty() ? std::span(req.prompt) : std::span(req.cache_key); }
 
   Active(GenerationRequest r)
       : gen(std::make_shared<Generation>()), req(std::move(r)), sampler(req.sampling), stops(req.stop) {}
 };
 
-Scheduler::Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options)
+Scheduler::Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options,
+                     const vision::VisionModel* vision)
     : tokenizer_(tokenizer),
       options_(options),
       cache_(model.config, options.kv_blocks, options.block_size, options.kv_type),
       engine_(model, cache_, {options.threads, std::max(options.max_step_tokens, options.prefill_tokens_while_decoding) +
                                                    options.max_sequences}),
+      encoder_(vision ? std::make_unique<vision::VisionEncoder>(*vision, engine_.pool()) : nullptr),
       vocab_size_(model.config.vocab_size) {
   if (options_.max_sequences == 0 || options_.kv_blocks == 0 || options_.max_step_tokens == 0 ||
       options_.prefill_tokens_while_decoding == 0)
@@ -126,10 +132,15 @@ std::shared_ptr<Generation> Scheduler::submit(GenerationRequest request, Refusal
     return nullptr;
   };
   if (request.prompt.empty() || request.max_tokens == 0) throw Error(kExitUsage, "scheduler: empty prompt or max_tokens 0");
+  if (!request.images.empty() && !encoder_) throw Error(kExitUsage, "scheduler: images for a model without a vision tower");
+  if ((!request.rope.empty() && request.rope.size() != request.prompt.size()) ||
+      (!request.cache_key.empty() && request.cache_key.size() != request.prompt.size()))
+    throw Error(kExitUsage, "scheduler: rope positions or cache key do not match the prompt");
   if (request.prompt.size() + request.max_tokens > kv_capacity_tokens()) return refuse(Refusal::too_long);
   auto active = std::make_unique<Active>(std::move(request));
   std::shared_ptr<Generation> gen = active->gen;
   gen->prompt_tokens_ = active->req.prompt.size();
+  for (const PromptImage& image : active->req.images) gen->image_tokens_ += image.place.n_tokens();
   {
     std::lock_guard lock(mu_);
     if (!accepting_) return refuse(Refusal::stopping);
@@ -153,6 +164,9 @@ SchedulerStats Scheduler::stats() const {
   s.prompt_tokens = prompt_total_;
   s.generated_tokens = generated_total_;
   s.cached_prompt_tokens = cached_total_;
+  s.images_encoded = images_encoded_;
+  s.images_cached = images_cached_;
+  s.image_encode_seconds = image_encode_seconds_;
   s.engine_seconds = engine_seconds_;
   s.decode_steps = decode_steps_;
   s.decode_step_tokens = decode_step_tokens_;
@@ -225,7 +239,7 @@ void Scheduler::admit_waiting() {
   while (!waiting_.empty() && running_.size() < options_.max_sequences) {
     Active& a = *waiting_.front();
     // the cached K/V of a prompt prefix another request computed (e.g. the same system prompt)
-    const size_t shared = cache_.share_prefix(a.seq, a.req.prompt);
+    const size_t shared = cache_.share_prefix(a.seq, a.key());
     if (!cache_.reserve(a.seq, a.req.prompt.size() + a.req.max_tokens)) {  // FIFO: wait for room
       cache_.release(a.seq);
       break;
@@ -270,13 +284,21 @@ void Scheduler::run_step() {
   std::erase_if(running_, [&](const std::unique_ptr<Active>& a) { return finish_expired(*a); });
   if (running_.empty()) return;
 
+  // images of newly admitted prompts go through the vision tower before their first chunk
+  for (auto& a : running_)
+    if (!a->images_ready) encode_images(*a);
+  std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->done; });
+  if (running_.empty()) return;
+
   // every generating sequence advances by one token; prompts share what is left of the step
   items_.clear();
   item_owner_.clear();
   size_t decoding = 0;
   for (auto& a : running_) {
     if (!a->decoding()) continue;
-    items_.push_back({&a->seq, std::span(&a->generated.back(), 1), false});
+    engine::StepItem item{&a->seq, std::span(&a->generated.back(), 1), false};
+    item.rope_offset = a->req.rope_offset;
+    items_.push_back(item);
     item_owner_.push_back(a.get());
     ++decoding;
   }
@@ -284,7 +306,10 @@ void Scheduler::run_step() {
   for (auto& a : running_) {
     if (a->decoding() || budget == 0) continue;
     const size_t chunk = std::min(budget, a->req.prompt.size() - a->prefilled);
-    items_.push_back({&a->seq, std::span(a->req.prompt).subspan(a->prefilled, chunk), false});
+    engine::StepItem item{&a->seq, std::span(a->req.prompt).subspan(a->prefilled, chunk), false};
+    if (!a->rows.empty()) item.embeddings = std::span<const float* const>(a->rows).subspan(a->prefilled, chunk);
+    if (!a->req.rope.empty()) item.rope_positions = std::span(a->req.rope).subspan(a->prefilled, chunk);
+    items_.push_back(item);
     item_owner_.push_back(a.get());
     budget -= chunk;
   }
@@ -305,7 +330,7 @@ void Scheduler::run_step() {
     if (!a.decoding()) {
       a.prefilled += items_[i].tokens.size();
       prompt_tokens += items_[i].tokens.size();
-      cache_.publish_prefix(a.seq, std::span(a.req.prompt).first(a.prefilled));
+      cache_.publish_prefix(a.seq, a.key().first(a.prefilled));
       if (!a.decoding()) continue;  // more prompt to go
     }
     accept_token(a, std::span(logits_).subspan(i * vocab_size_, vocab_size_));
@@ -325,6 +350,45 @@ void Scheduler::run_step() {
   const auto now = Clock::now();
   recent_.emplace_back(now, generated);
   while (!recent_.empty() && recent_.front().first < now - std::chrono::seconds(10)) recent_.pop_front();
+}
+
+// Runs the vision tower over the images whose tokens are still to be computed (an image wholly
+// inside the shared prefix needs none) and points the prompt's image tokens at their rows.
+void Scheduler::encode_images(Active& a) {
+  a.images_ready = true;
+  if (a.req.images.empty()) return;
+  const size_t out_dim = encoder_->config().out_dim;
+  size_t total = 0;
+  for (const PromptImage& image : a.req.images) total += image.place.n_tokens();
+  a.embeds.assign(total * out_dim, 0.0f);
+  a.rows.assign(a.req.prompt.size(), nullptr);
+  std::vector<float> out;
+  size_t row = 0, encoded = 0, cached = 0;
+  const auto started = Clock::now();
+  try {
+    for (const PromptImage& image : a.req.images) {
+      const size_t n = image.place.n_tokens();
+      if (image.place.first + n > a.prefilled) {
+        encoder_->encode(image.patches.data(), image.grid, out);
+        if (out.size() != n * out_dim) throw Error(kExitCheckFailed, "the vision tower returned the wrong number of rows");
+        std::copy(out.begin(), out.end(), a.embeds.begin() + static_cast<std::ptrdiff_t>(row * out_dim));
+        ++encoded;
+      } else {
+        ++cached;
+      }
+      for (size_t j = 0; j < n; ++j) a.rows[image.place.first + j] = a.embeds.data() + (row + j) * out_dim;
+      row += n;
+    }
+  } catch (const std::exception& e) {
+    retire(a, FinishReason::error, std::string("image encoding failed: ") + e.what());
+  }
+  // the patches are not needed any more
+  for (PromptImage& image : a.req.images) std::vector<float>().swap(image.patches);
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  std::lock_guard lock(mu_);
+  images_encoded_ += encoded;
+  images_cached_ += cached;
+  image_encode_seconds_ += seconds;
 }
 
 // Samples the next token of `a` from its logits, streams its text, and retires the sequence when

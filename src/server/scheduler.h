@@ -17,6 +17,7 @@
 #include "autoglm/engine.h"
 #include "autoglm/sampling.h"
 #include "autoglm/tokenizer.h"
+#include "autoglm/vision.h"
 
 namespace autoglm::server {
 
@@ -38,8 +39,22 @@ struct Delta {
   std::vector<GeneratedToken> tokens;
 };
 
+// An image of a prompt: its patches for the vision tower and where its tokens are.
+struct PromptImage {
+  std::vector<float> patches;     // [grid.n_patches()][patch_dim], the processor's order
+  vision::PatchGrid grid;
+  engine::ImagePlacement place;   // its tokens in the prompt
+};
+
 struct GenerationRequest {
   std::vector<int32_t> prompt;
+  // Vision models: the prompt's images, its M-RoPE positions (one per prompt token) and the offset
+  // of the positions after it, and the tokens the prefix cache knows it by (images by content).
+  // All empty for a text prompt.
+  std::vector<PromptImage> images;
+  std::vector<engine::RopePosition> rope;
+  int64_t rope_offset = 0;
+  std::vector<int32_t> cache_key;
   size_t max_tokens = 16;
   sampling::SamplingParams sampling;
   std::vector<std::string> stop;    // stop strings: generation ends before them
@@ -63,6 +78,7 @@ class Generation {
   std::string error() const;            // what went wrong, for FinishReason::error
   size_t prompt_tokens() const { return prompt_tokens_; }
   size_t cached_tokens() const { return cached_tokens_; }  // prompt positions taken from the prefix cache
+  size_t image_tokens() const { return image_tokens_; }    // prompt positions that hold images
   size_t completion_tokens() const;
   std::optional<double> time_to_first_token() const;  // seconds from submit to the first token
 
@@ -77,7 +93,7 @@ class Generation {
   bool finished_ = false;
   FinishReason reason_ = FinishReason::none;
   std::string error_;
-  size_t prompt_tokens_ = 0;
+  size_t prompt_tokens_ = 0, image_tokens_ = 0;
   std::atomic<size_t> cached_tokens_{0};
   size_t completion_tokens_ = 0;
   Clock::time_point submitted_ = Clock::now();
@@ -101,6 +117,9 @@ struct SchedulerStats {
   size_t kv_blocks_used = 0, kv_blocks_total = 0;
   uint64_t prompt_tokens = 0, generated_tokens = 0;  // since start (prompt: computed, not cached)
   uint64_t cached_prompt_tokens = 0;                 // prompt positions reused from the prefix cache
+  uint64_t images_encoded = 0;                       // images run through the vision tower
+  uint64_t images_cached = 0;                        // images whose tokens all came from the prefix cache
+  double image_encode_seconds = 0;
   double generation_tokens_per_second = 0;           // over the last 10 seconds
   // Time inside engine steps, and the steps that only generated (no prompt tokens): how fast the
   // engine itself decodes, to set against what clients receive.
@@ -111,7 +130,9 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options);
+  // `vision` (may be null) encodes the images of prompts; it must outlive the scheduler.
+  Scheduler(const model::Model& model, const Tokenizer& tokenizer, SchedulerOptions options,
+            const vision::VisionModel* vision = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -136,11 +157,13 @@ class Scheduler {
   bool finish_expired(Active& a);
   void run_step();
   void accept_token(Active& a, std::span<const float> logits);
+  void encode_images(Active& a);
 
   const Tokenizer& tokenizer_;
   SchedulerOptions options_;
   engine::KvCache cache_;
   engine::Engine engine_;
+  std::unique_ptr<vision::VisionEncoder> encoder_;
   size_t vocab_size_;
 
   mutable std::mutex mu_;
@@ -154,6 +177,8 @@ class Scheduler {
   uint64_t prompt_total_ = 0, generated_total_ = 0, cached_total_ = 0;
   double engine_seconds_ = 0, decode_step_seconds_ = 0;
   uint64_t decode_steps_ = 0, decode_step_tokens_ = 0;
+  uint64_t images_encoded_ = 0, images_cached_ = 0;
+  double image_encode_seconds_ = 0;
   std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
 
   struct Finished {

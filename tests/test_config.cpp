@@ -75,16 +75,17 @@ TEST(ShippedConfigs, AutoglmPhone9bTargetsOne24GbGpu) {
   const Config config = load_config(source_dir() / "configs/autoglm-phone-9b.yaml");
   EXPECT_EQ(config.model.path,
             (source_dir() / "configs/../models/AutoGLM-Phone-9B-Q4_K_M.gguf").lexically_normal());
+  EXPECT_EQ(config.model.mmproj, (source_dir() / "models/mmproj-AutoGLM-Phone-9B-F16.gguf").lexically_normal());
   EXPECT_TRUE(config.model.url.empty());
   EXPECT_EQ(config.model.quantization, Quantization::kAuto);
   EXPECT_EQ(config.model.context_length, 32768);
-  EXPECT_EQ(config.model.chat_template, "glm4");
+  EXPECT_TRUE(config.model.chat_template.empty()) << "from the model: glm4v";
   EXPECT_EQ(config.runtime.backend, Backend::kCuda);
   EXPECT_EQ(config.runtime.devices, std::vector<int>{0});
   EXPECT_EQ(config.runtime.kv_cache_budget, (KvCacheBudget{0, 0.9}));
   EXPECT_EQ(config.service.host, "0.0.0.0");
   EXPECT_EQ(config.service.api_keys_env, "AUTOGLM_API_KEYS");
-  EXPECT_EQ(config.service.max_request_body, 4u << 20);
+  EXPECT_EQ(config.service.max_request_body, 32u << 20);
   EXPECT_EQ(config.service.request_timeout_ms, 300'000u);
   EXPECT_EQ(config.service.rate_limit, (RateLimit{600, 60'000}));
 }
@@ -152,9 +153,13 @@ service:
   max_queued_requests: 0
   rate_limit: 20/s
   max_images_per_request: 3
+  allow_remote_images: true
+  allowed_local_media_path: /srv/screens
 model:
   url: https://huggingface.co/x/y/resolve/main/m.gguf
   mmproj: /models/mmproj-F16.gguf
+  min_image_pixels: 3136
+  max_image_pixels: 1003520
   sha256: ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789
   quantization: Q4_K
   context_length: 1048576
@@ -181,6 +186,10 @@ health:
   EXPECT_EQ(c.service.max_queued_requests, 0);
   EXPECT_EQ(c.service.rate_limit, (RateLimit{20, 1000}));
   EXPECT_EQ(c.service.max_images_per_request, 3);
+  EXPECT_TRUE(c.service.allow_remote_images);
+  EXPECT_EQ(c.service.allowed_local_media_path, fs::path("/srv/screens"));
+  EXPECT_EQ(c.model.min_image_pixels, 3136);
+  EXPECT_EQ(c.model.max_image_pixels, 1003520);
   EXPECT_EQ(c.model.url, "https://huggingface.co/x/y/resolve/main/m.gguf");
   EXPECT_EQ(c.model.mmproj, fs::path("/models/mmproj-F16.gguf"));
   EXPECT_EQ(c.model.sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
@@ -552,6 +561,10 @@ TEST(Overrides, MmprojAndImageLimit) {
   EXPECT_EQ(override_error(c, "service.max_images_per_request", "65", "--max-images"),
             "--max-images: service.max_images_per_request: expected an integer 0..64 (0 = refuse images), got 65");
   EXPECT_EQ(default_config().service.max_images_per_request, 8);
+  EXPECT_FALSE(default_config().service.allow_remote_images);
+  EXPECT_TRUE(default_config().service.allowed_local_media_path.empty());
+  Config bad = parse("model:\n  min_image_pixels: 200000\n  max_image_pixels: 100000\n");
+  EXPECT_THROW(validate(bad), ConfigError);
 }
 
 TEST(Overrides, ModelFlagReplacesTheFilesModel) {

@@ -1361,6 +1361,19 @@ std::string data_url(const std::string& image_file, const std::string& media_typ
 
 json image_part(const std::string& url) { return {{"type", "image_url"}, {"image_url", {{"url", url}}}}; }
 
+// A PNG signature and IHDR chunk claiming 50000 x 50000 RGBA pixels (10 GB decoded), then nothing:
+// a decompression bomb must be refused from its header.
+std::string huge_png_header() {
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  std::string ihdr = "IHDR" + be32(50000) + be32(50000) + std::string{8, 6, 0, 0, 0};
+  uint32_t crc = 0xFFFFFFFFu;  // CRC-32 of the chunk type and data, as PNG requires
+  for (unsigned char c : ihdr) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return std::string("\x89PNG\r\n\x1a\n", 8) + be32(13) + ihdr + be32(~crc);
+}
+
 // Prompt `a` of the fixture: one screenshot, then the question.
 json screenshot_request(const std::string& url, int max_tokens = 8) {
   json content = json::array({image_part(url), {{"type", "text"}, {"text", "What is on this screen?"}}});
@@ -1439,8 +1452,10 @@ TEST_F(ServeVision, BadImagesAre400sNamingThePart) {
   };
   const std::vector<Case> cases = {
       {"not base64", "data:image/png;base64,@@@@", "base64"},
-      {"not a data URL", "file:///etc/passwd", "data: URL"},
-      {"a remote URL", "https://example.com/screen.png", "does not fetch"},
+      {"not a URL", "screen.png", "data: URL"},
+      {"a local file, none allowed", "file:///etc/passwd", "service.allowed_local_media_path"},
+      {"a remote URL, remote images off", "https://example.com/screen.png", "service.allow_remote_images"},
+      {"a 50000x50000 header", "data:image/png;base64," + base64(huge_png_header()), "50000"},
       {"not an image", "data:image/png;base64," + base64("just some text, not a picture"), "PNG or JPEG"},
       {"a truncated PNG", "data:image/png;base64," + base64(autoglm::test::read_file(glm4v_file("images/screen_tall.png")).substr(0, 200)), ""},
       {"GIF", "data:image/gif;base64," + base64("GIF89a\x01\x00\x01\x00\x00\x00\x00;"), "GIF"},
@@ -1460,6 +1475,68 @@ TEST_F(ServeVision, BadImagesAre400sNamingThePart) {
   // the server keeps serving after all of that
   EXPECT_EQ(content_of(ok_json(post(server(), "/v1/chat/completions", screenshot_request(data_url("screen_tall.png"))))),
             reference_answer());
+}
+
+TEST_F(ServeVision, InferTakesImagesForItsPlaceholders) {
+  const std::string prompt = "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is on this screen?<|assistant|>\n";
+  const json r = ok_json(post(server(), "/infer", {{"prompt", prompt}, {"images", {data_url("screen_tall.png")}},
+                                                    {"max_tokens", 8}, {"temperature", 0}}));
+  EXPECT_EQ(r["tokens"], json::array({466, 1416, 257, 1077, 944, 132, 944, 132})) << "the reference greedy ids: " << r;
+  EXPECT_EQ(r["usage"].value("prompt_tokens", 0), 100) << r;
+  const json e = expect_error(post(server(), "/infer", {{"prompt", "no placeholder"}, {"images", {data_url("tiny.png")}}}),
+                              400, "an image without its placeholder");
+  EXPECT_TRUE(contains(e.value("message", ""), "placeholder")) << e;
+  expect_error(post(server(), "/infer", {{"prompt", prompt}}), 400, "a placeholder without its image");
+}
+
+TEST_F(ServeVision, PerRequestPixelLimits) {
+  json small = screenshot_request(data_url("screen_tall.png"));
+  small["mm_processor_kwargs"] = {{"max_pixels", 28 * 28 * 40}};
+  const json r = ok_json(post(server(), "/v1/chat/completions", small));
+  const int image_tokens = r["usage"]["prompt_tokens_details"].value("image_tokens", 0);
+  EXPECT_GT(image_tokens, 0) << r;
+  EXPECT_LE(image_tokens, 40) << "at most max_pixels / 28^2 tokens: " << r;
+  json big = screenshot_request(data_url("screen_tall.png"));
+  big["mm_processor_kwargs"] = {{"max_pixels", 100'000'000}};
+  const json e = expect_error(post(server(), "/v1/chat/completions", big), 400, "above the server's max_pixels");
+  EXPECT_EQ(e.value("param", ""), "mm_processor_kwargs.max_pixels") << e;
+}
+
+// Image URLs and local files, each allowed by its own setting.
+struct VisionMediaSetup {
+  static ServerSetup setup() {
+    ServerSetup s;
+    s.model = "../glm4v/tiny-glm4v-hf";
+    s.max_batch_size = 2;
+    s.service_extra = "  allow_remote_images: true\n  allowed_local_media_path: " + glm4v_file("images").string() + "\n";
+    return s;
+  }
+};
+using ServeVisionMedia = ServerSuite<VisionMediaSetup>;
+
+TEST_F(ServeVisionMedia, RemoteUrlsAndAllowedFilesAreRead) {
+  httplib::Server images;
+  const std::string png = autoglm::test::read_file(glm4v_file("images/screen_tall.png"));
+  images.Get("/screen.png", [&](const httplib::Request&, httplib::Response& res) { res.set_content(png, "image/png"); });
+  const int port = images.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { images.listen_after_bind(); });
+  const std::string base = "http://127.0.0.1:" + std::to_string(port);
+  const json remote = ok_json(post(server(), "/v1/chat/completions", screenshot_request(base + "/screen.png")));
+  EXPECT_EQ(content_of(remote), reference_answer()) << remote;
+  const json e404 = expect_error(post(server(), "/v1/chat/completions", screenshot_request(base + "/missing.png")), 400,
+                                 "a URL that answers 404");
+  EXPECT_TRUE(contains(e404.value("message", ""), "404")) << e404;
+  images.stop();
+  serving.join();
+
+  const json local = ok_json(post(server(), "/v1/chat/completions",
+                                  screenshot_request("file://" + glm4v_file("images/screen_tall.png").string())));
+  EXPECT_EQ(content_of(local), reference_answer()) << local;
+  for (const std::string& outside : {"file:///etc/passwd", "file://" + glm4v_file("images/../refs/index.json").string(),
+                                     "file://" + glm4v_file("images/no-such.png").string()}) {
+    const json e = expect_error(post(server(), "/v1/chat/completions", screenshot_request(outside)), 400, outside.c_str());
+    EXPECT_TRUE(contains(e.value("message", ""), "not a file under the allowed folder")) << e;
+  }
 }
 
 TEST_F(ServeApi, ImagesToATextModelAreA400) {

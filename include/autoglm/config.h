@@ -50,6 +50,8 @@ struct ServiceConfig {
   std::optional<RateLimit> rate_limit;      // per API key; none = unlimited
   uint64_t drain_timeout_ms = 30'000;       // on SIGTERM/SIGINT: how long in-flight requests may finish
   int max_images_per_request = 8;           // vision models; 0 = refuse images
+  bool allow_remote_images = false;         // fetch http(s) image URLs (else only data: URLs)
+  std::filesystem::path allowed_local_media_path;  // file:// images under this folder; empty = none
   bool operator==(const ServiceConfig&) const = default;
 };
 
@@ -62,6 +64,8 @@ struct ModelConfig {
   int context_length = 0;      // 0 = the model's own
   std::string chat_template;   // "" = the model's own; glm4|glm4v|llama3|chatml|llama2 or a Jinja path
   std::filesystem::path mmproj;  // llama.cpp's vision projector GGUF beside a text GGUF; already resolved
+  int min_image_pixels = 0;      // images resized to at least / at most this many pixels; 0 = the processor's
+  int max_image_pixels = 0;
   bool is_demo() const { return path.empty() && url.empty(); }
   bool operator==(const ModelConfig&) const = default;
 };

@@ -3,7 +3,9 @@
 // requests), retried with exponential backoff, checked against an expected SHA-256, and aware of
 // Hugging Face conventions (HF_ENDPOINT mirrors, HF_TOKEN for gated repositories).
 #include <filesystem>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace autoglm::download {
 
@@ -36,5 +38,15 @@ std::filesystem::path cached_path(const std::string& url, const FetchOptions& op
 //   HF_ENDPOINT origin only, never to other hosts (nor to other hosts redirected to).
 // Throws autoglm::Error (exit code 1) with what went wrong and what to do next.
 std::filesystem::path fetch(const std::string& url, const FetchOptions& options = {});
+
+// A small http(s) resource into memory, in one attempt (images named by URL in a request): at most
+// `max_bytes` (a larger Content-Length or body stops the transfer), within `timeout_s` in all,
+// redirects followed between http(s) URLs only. Throws autoglm::Error saying what went wrong
+// (status, timeout, size).
+struct BytesOptions {
+  uint64_t max_bytes = 16ull << 20;
+  long timeout_s = 10;
+};
+std::vector<uint8_t> fetch_bytes(const std::string& url, const BytesOptions& options = {});
 
 }  // namespace autoglm::download

@@ -243,10 +243,16 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
     served.chat_format = vision_chat_format(served.chat_format, chat_override);
     served.vision = vision.model.get();
     served.processor = vision.processor;
+    if (cfg.model.min_image_pixels) served.processor.min_pixels = static_cast<uint64_t>(cfg.model.min_image_pixels);
+    if (cfg.model.max_image_pixels) served.processor.max_pixels = static_cast<uint64_t>(cfg.model.max_image_pixels);
+    if (served.processor.min_pixels > served.processor.max_pixels)
+      throw Error(kExitUsage, fmt::format("model.min_image_pixels {} is above the max pixels {}", served.processor.min_pixels,
+                                          served.processor.max_pixels));
     served.image_token = vision.image_token;
-    spdlog::info("vision: {} blocks of width {}, {} weights; images up to {} pixels ({} tokens)", vision.model->config.depth,
-                 vision.model->config.d_model, vision.model->weight_type, vision.processor.max_pixels,
-                 vision.processor.max_pixels / (size_t{vision.processor.factor()} * vision.processor.factor()));
+    spdlog::info("vision: {} blocks of width {}, {} weights; images of {}..{} pixels (up to {} tokens)",
+                 vision.model->config.depth, vision.model->config.d_model, vision.model->weight_type,
+                 served.processor.min_pixels, served.processor.max_pixels,
+                 served.processor.max_pixels / (size_t{served.processor.factor()} * served.processor.factor()));
   }
   const KvPlan kv = plan_kv_cache(cfg, hw, *model, served.kv_block_size);
   served.context_length = kv.context;

@@ -30,11 +30,13 @@ using Message = std::optional<std::string>;  // a problem's text, or nothing whe
 
 // ---- the schema: sections and their keys -------------------------------------------------------
 
-constexpr std::array<std::string_view, 12> kServiceKeys{
+constexpr std::array<std::string_view, 14> kServiceKeys{
     "name", "host", "port", "api_keys", "api_keys_env", "cors_origins", "max_request_body",
-    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout", "max_images_per_request"};
-constexpr std::array<std::string_view, 7> kModelKeys{
-    "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj"};
+    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout", "max_images_per_request",
+    "allow_remote_images", "allowed_local_media_path"};
+constexpr std::array<std::string_view, 9> kModelKeys{
+    "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj",
+    "min_image_pixels", "max_image_pixels"};
 constexpr std::array<std::string_view, 7> kRuntimeKeys{
     "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights"};
 constexpr std::array<std::string_view, 1> kHealthKeys{"heartbeat_interval"};
@@ -61,6 +63,7 @@ struct IntRange {
 constexpr IntRange kPort{1, 65535, ""};
 constexpr IntRange kQueuedRequests{0, 1'000'000, " (0 = reject when busy)"};
 constexpr IntRange kImagesPerRequest{0, 64, " (0 = refuse images)"};
+constexpr IntRange kImagePixels{0, 1 << 28, " (0 = the processor's)"};
 constexpr IntRange kContextLength{0, 1'048'576, " (0 = the model's own)"};
 constexpr IntRange kThreads{0, 1024, " (0 = one per physical core)"};
 constexpr IntRange kBatchSize{1, 1024, ""};
@@ -557,6 +560,15 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
     set(s.max_queued_requests, r.integer(e, kQueuedRequests));
   } else if (key == "max_images_per_request") {
     set(s.max_images_per_request, r.integer(e, kImagesPerRequest));
+  } else if (key == "allow_remote_images") {
+    set(s.allow_remote_images, r.choice(e, kBooleans));
+  } else if (key == "allowed_local_media_path") {
+    auto text = r.text(e, "a folder path", [](std::string_view v) {
+      return check_nonempty(v, "remove the key to refuse file:// images");
+    });
+    if (text) s.allowed_local_media_path = fs::path(*text).is_relative() && !r.base_dir().empty()
+                                               ? (r.base_dir() / *text).lexically_normal()
+                                               : fs::path(*text);
   } else if (key == "drain_timeout") {
     set(s.drain_timeout_ms, r.measure(e, kDrainTimeout, parse_duration_ms));
   } else if (key == "rate_limit") {
@@ -588,6 +600,10 @@ void read_model(Reader& r, const Entry& e, ModelConfig& m) {
       return check_nonempty(s, "remove the key when the model has no separate vision projector");
     });
     if (text) m.mmproj = resolve(*text);
+  } else if (key == "min_image_pixels") {
+    set(m.min_image_pixels, r.integer(e, kImagePixels));
+  } else if (key == "max_image_pixels") {
+    set(m.max_image_pixels, r.integer(e, kImagePixels));
   } else if (key == "url") {
     set(m.url, r.text(e, "an http:// or https:// URL", check_url));
   } else if (key == "sha256") {
@@ -910,6 +926,10 @@ void validate(const Config& c) {
   if (!m.sha256.empty()) check("model.sha256", check_sha256(m.sha256));
   for (const auto& [file, hex] : m.sha256_files) check("model.sha256." + file, check_sha256(hex));
   check("model.context_length", check_int(m.context_length, kContextLength));
+  check("model.min_image_pixels", check_int(m.min_image_pixels, kImagePixels));
+  check("model.max_image_pixels", check_int(m.max_image_pixels, kImagePixels));
+  if (m.min_image_pixels && m.max_image_pixels && m.min_image_pixels > m.max_image_pixels)
+    check("model.min_image_pixels", fmt::format("{} is above model.max_image_pixels ({})", m.min_image_pixels, m.max_image_pixels));
   if (!m.chat_template.empty()) check("model.chat_template", check_chat_template(m.chat_template));
 
   const RuntimeConfig& rt = c.runtime;

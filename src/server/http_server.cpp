@@ -4,6 +4,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <algorithm>
 #include <fmt/format.h>
 #include <httplib.h>
@@ -12,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <thread>
 
+#include "autoglm/download.h"
 #include "autoglm/error.h"
 #include "autoglm/server.h"
 #include "connection.h"
@@ -23,6 +27,7 @@
 namespace autoglm::server {
 namespace {
 
+namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -285,39 +290,87 @@ void Server::Impl::install_routes() {
 
 namespace {
 
-// The bytes of an image part: a base64 data: URL. Other URLs are refused with what to send instead.
-std::vector<uint8_t> image_bytes(const ImagePart& part, uint64_t max_bytes) {
-  if (part.url.starts_with("http://") || part.url.starts_with("https://"))
-    throw ApiError(400, fmt::format("'{}': this server does not fetch image URLs; send the image inline as a base64 "
-                                    "data: URL (data:image/png;base64,...)", part.param), part.param, "invalid_image");
+ApiError bad_image(const ImagePart& part, const std::string& message) {
+  return ApiError(400, fmt::format("'{}': {}", part.param, message), part.param, "invalid_image");
+}
+
+// A file:// URL (or a plain absolute path) inside `allowed`, read up to max_bytes.
+std::vector<uint8_t> local_image(const ImagePart& part, const fs::path& allowed, uint64_t max_bytes) {
+  if (allowed.empty())
+    throw bad_image(part, "local image files are off; send the image as a base64 data: URL, or set "
+                          "service.allowed_local_media_path to the folder the server may read");
+  const std::string raw = part.url.starts_with("file://") ? part.url.substr(7) : part.url;
+  std::error_code ec;
+  const fs::path file = fs::weakly_canonical(fs::path(raw), ec);
+  const fs::path root = fs::weakly_canonical(allowed, ec);
+  const auto [end, _] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
+  if (ec || end != root.end() || !fs::is_regular_file(file, ec))
+    throw bad_image(part, fmt::format("'{}' is not a file under the allowed folder {}", raw, allowed.string()));
+  if (fs::file_size(file, ec) > max_bytes || ec)
+    throw bad_image(part, fmt::format("'{}' is larger than {} bytes", raw, max_bytes));
+  std::ifstream in(file, std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return bytes;
+}
+
+// The bytes of an image part: a base64 data: URL; an http(s) URL when service.allow_remote_images
+// is on; a file under service.allowed_local_media_path.
+std::vector<uint8_t> image_bytes(const ImagePart& part, const config::ServiceConfig& service) {
+  const uint64_t max_bytes = service.max_request_body;
+  if (part.url.starts_with("http://") || part.url.starts_with("https://")) {
+    if (!service.allow_remote_images)
+      throw bad_image(part, "remote image URLs are off; send the image inline as a base64 data: URL "
+                            "(data:image/png;base64,...), or set service.allow_remote_images: true");
+    try {
+      return download::fetch_bytes(part.url, {max_bytes, 10});
+    } catch (const Error& e) {
+      throw bad_image(part, fmt::format("could not fetch the image: {}", e.what()));
+    }
+  }
+  if (part.url.starts_with("file://") || part.url.starts_with("/")) return local_image(part, service.allowed_local_media_path, max_bytes);
   if (!part.url.starts_with("data:"))
-    throw ApiError(400, fmt::format("'{}': expected a base64 data: URL (data:image/png;base64,...)", part.param),
-                   part.param, "invalid_image");
+    throw bad_image(part, "expected a base64 data: URL (data:image/png;base64,...)");
   try {
     return image::parse_data_url(part.url, max_bytes).bytes;
   } catch (const image::ImageError& e) {
-    throw ApiError(400, fmt::format("'{}': {}", part.param, e.what()), part.param, "invalid_image");
+    throw bad_image(part, e.what());
   }
 }
 
 // An image part decoded and cut into the vision tower's patches.
-PromptImage prepare_image(const ImagePart& part, const ServedModel& m, uint64_t max_bytes) {
-  const std::vector<uint8_t> bytes = image_bytes(part, max_bytes);
+PromptImage prepare_image(const ImagePart& part, const image::ProcessorConfig& processor, const config::ServiceConfig& service) {
+  const std::vector<uint8_t> bytes = image_bytes(part, service);
   PromptImage out;
   try {
-    image::Patches p = image::preprocess(image::decode(bytes), m.processor);
+    image::Patches p = image::preprocess(image::decode(bytes), processor);
     out.grid = {p.t, p.h, p.w};
     out.patches = std::move(p.values);
   } catch (const image::ImageError& e) {
-    throw ApiError(400, fmt::format("'{}': {}", part.param, e.what()), part.param, "invalid_image");
+    throw bad_image(part, e.what());
   }
   return out;
 }
 
+// The processor with a request's own pixel limits (mm_processor_kwargs), within the server's.
+image::ProcessorConfig request_processor(const ApiRequest& r, const image::ProcessorConfig& served) {
+  image::ProcessorConfig p = served;
+  if (r.min_pixels) p.min_pixels = *r.min_pixels;
+  if (r.max_pixels) {
+    if (*r.max_pixels > served.max_pixels)
+      throw ApiError(400, fmt::format("'mm_processor_kwargs.max_pixels' {} is above this server's limit of {}", *r.max_pixels,
+                                      served.max_pixels), "mm_processor_kwargs.max_pixels");
+    p.max_pixels = *r.max_pixels;
+  }
+  if (p.min_pixels > p.max_pixels)
+    throw ApiError(400, fmt::format("min_pixels {} is above max_pixels {}", p.min_pixels, p.max_pixels), "mm_processor_kwargs");
+  return p;
+}
+
 // The images of a chat request put into its prompt: placeholders expanded, M-RoPE positions, the
 // prefix-cache key.
-void add_images(const ApiRequest& r, const Served& m, size_t max_images, uint64_t max_bytes, GenerationRequest& g) {
+void add_images(const ApiRequest& r, const Served& m, const config::ServiceConfig& service, GenerationRequest& g) {
   const ServedModel& info = m.info;
+  const size_t max_images = static_cast<size_t>(service.max_images_per_request);
   if (!info.vision)
     throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B folder, "
                         "or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
@@ -325,10 +378,11 @@ void add_images(const ApiRequest& r, const Served& m, size_t max_images, uint64_
     throw ApiError(400, fmt::format("the request holds {} images; this server takes at most {} per request "
                                     "(service.max_images_per_request)", r.images.size(), max_images),
                    r.images[max_images].param, "too_many_images");
+  const image::ProcessorConfig processor = request_processor(r, info.processor);
   std::vector<vision::PatchGrid> grids;
   std::vector<uint64_t> hashes;
   for (const ImagePart& part : r.images) {
-    g.images.push_back(prepare_image(part, info, max_bytes));
+    g.images.push_back(prepare_image(part, processor, service));
     const PromptImage& image = g.images.back();
     grids.push_back(image.grid);
     hashes.push_back(vision::image_hash(image.patches.data(), image.grid, info.vision->config.patch_dim()));
@@ -435,7 +489,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
                      "model", "model_not_found");
     g.prompt = prompt_ids(r, *m);
     if (!r.images.empty())
-      add_images(r, *m, static_cast<size_t>(opt.service.max_images_per_request), opt.service.max_request_body, g);
+      add_images(r, *m, opt.service, g);
     g.max_tokens = checked_max_tokens(r, g.prompt.size(), m->info.context_length);
   } catch (const ApiError& e) {
     return send_error(res, e);

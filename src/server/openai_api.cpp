@@ -127,6 +127,32 @@ std::vector<chat::ChatMessage> parse_messages(const json& body, std::vector<Imag
   return out;
 }
 
+// /infer's "images": URLs, one per "<|image|>" in the prompt, in order.
+std::vector<ImagePart> infer_images(const json& body) {
+  const json* v = field(body, "images");
+  if (!v) return {};
+  if (!v->is_array()) throw bad("images", "'images' must be an array of image URLs (data:image/png;base64,...)");
+  std::vector<ImagePart> out;
+  for (size_t i = 0; i < v->size(); ++i) {
+    const std::string param = fmt::format("images[{}]", i);
+    out.push_back({text((*v)[i], param), param});
+  }
+  return out;
+}
+
+// mm_processor_kwargs (vLLM's name): min_pixels / max_pixels for this request's images.
+void parse_processor_kwargs(const json& body, ApiRequest& r) {
+  const json* k = field(body, "mm_processor_kwargs");
+  if (!k) return;
+  if (!k->is_object()) throw bad("mm_processor_kwargs", "'mm_processor_kwargs' must be an object");
+  for (const auto& [key, value] : k->items())
+    if (key != "min_pixels" && key != "max_pixels")
+      throw bad("mm_processor_kwargs." + key, fmt::format("'mm_processor_kwargs.{}' is not supported (min_pixels, max_pixels)", key));
+  constexpr int64_t kMost = int64_t{1} << 28;
+  if (auto v = integer(*k, "min_pixels", 1, kMost)) r.min_pixels = static_cast<uint64_t>(*v);
+  if (auto v = integer(*k, "max_pixels", 1, kMost)) r.max_pixels = static_cast<uint64_t>(*v);
+}
+
 std::vector<int32_t> token_ids(const json& v, const std::string& param) {
   std::vector<int32_t> ids;
   for (const json& t : v) {
@@ -262,6 +288,8 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& body_text) {
   refuse_unsupported(body);
   if (endpoint == Endpoint::chat) r.messages = parse_messages(body, r.images);
   else parse_prompt(body, r);
+  if (endpoint == Endpoint::infer) r.images = infer_images(body);
+  parse_processor_kwargs(body, r);
   const char* max_name = endpoint == Endpoint::chat && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   if (auto v = integer(body, max_name, 1, INT32_MAX)) r.max_tokens = static_cast<size_t>(*v);
   parse_sampling(body, r);
@@ -276,11 +304,12 @@ ApiRequest parse_request(Endpoint endpoint, const std::string& body_text) {
 }
 
 json usage_json(const Usage& u) {
+  json details{{"cached_tokens", u.cached_tokens}};
+  if (u.image_tokens) details["image_tokens"] = u.image_tokens;
   return json{{"prompt_tokens", u.prompt_tokens},
               {"completion_tokens", u.completion_tokens},
               {"total_tokens", u.prompt_tokens + u.completion_tokens},
-              {"prompt_tokens_details", u.image_tokens ? json{{"cached_tokens", u.cached_tokens}, {"image_tokens", u.image_tokens}}
-                                                       : json{{"cached_tokens", u.cached_tokens}}}}};
+              {"prompt_tokens_details", details}};
 }
 
 json chat_response(const ResponseMeta& m, const Delta& out, FinishReason reason, const Usage& usage, bool logprobs,

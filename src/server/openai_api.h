@@ -42,7 +42,8 @@ struct ApiRequest {
   Endpoint endpoint = Endpoint::chat;
   std::string model;                         // as given ("" when absent)
   std::vector<chat::ChatMessage> messages;   // chat
-  std::vector<ImagePart> images;             // chat: the image parts of all messages, in order
+  std::vector<ImagePart> images;             // chat: the image parts of all messages, in order; /infer: "images"
+  std::optional<uint64_t> min_pixels, max_pixels;  // mm_processor_kwargs: this request's image pixel limits
   std::optional<std::string> prompt_text;    // completion / infer: text
   std::vector<int32_t> prompt_ids;           // completion: token ids given directly
   std::optional<size_t> max_tokens;          // absent: the endpoint's default

@@ -123,7 +123,13 @@ bool png_phase_rows(PngState& state, png_bytepp rows) {
   fail(fmt::format("the PNG data is not readable: {}", state.message[0] ? state.message : "unsupported layout"));
 }
 
+uint32_t read_be32(const uint8_t* p) { return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3]; }
+
 Rgb8 decode_png(std::span<const uint8_t> bytes, const DecodeLimits& limits) {
+  // The IHDR chunk comes first: its size is checked before libpng reads anything else, so a
+  // decompression bomb is refused from its header even when the rest is missing.
+  if (bytes.size() >= 24 && std::memcmp(bytes.data() + 12, "IHDR", 4) == 0)
+    check_dimensions(read_be32(bytes.data() + 16), read_be32(bytes.data() + 20), limits);
   PngState state;
   state.source = {bytes.data(), bytes.size(), 0};
   state.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, png_on_error, png_on_warning);

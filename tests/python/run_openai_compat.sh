@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# ctest driver for test_openai_compat.py: BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL.gguf
+# ctest driver for test_openai_compat.py: BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL (GGUF file or HF folder)
 # Creates (once) a virtualenv at BUILD_DIR/python-venv with the official `openai` package, then runs
 # the test with it. Exit 77 = skipped (no PyPI access outside CI; CI=true fails instead).
 set -euo pipefail
 if [ $# -ne 3 ]; then
-  echo "usage: $0 BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL.gguf" >&2
+  echo "usage: $0 BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL" >&2
   exit 2
 fi
 build_dir=$1 binary=$2 model=$3
@@ -24,7 +24,7 @@ if ! command -v promtool >/dev/null 2>&1; then
   echo "FAIL: promtool not found on PATH; install the Debian package 'prometheus' (scripts/install-deps.sh does)" >&2
   exit 1
 fi
-if [ ! -f "$model" ]; then
+if [ ! -e "$model" ]; then
   skip_or_fail "fixture $model is missing (set AUTOGLM_FIXTURES)"
 fi
 

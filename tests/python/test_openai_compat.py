@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Compatibility test: the official `openai` Python client against `autoglm-deploy serve`.
 
-Usage: test_openai_compat.py AUTOGLM_DEPLOY_BINARY MODEL.gguf
+Usage: test_openai_compat.py AUTOGLM_DEPLOY_BINARY MODEL   (a GGUF file or a Hugging Face folder)
 
 Starts the server on a free port with a temporary YAML config, waits for GET /ready, then drives
 it with openai.OpenAI (models, chat and legacy completions, streaming, logprobs, errors), checks
 GET /metrics with `promtool check metrics`, and stops the server with SIGTERM (exit code 0 expected).
+A vision model (the fixture's tiny GLM-4.1V folder) also gets a screenshot as Open-AutoGLM sends it: a
+base64 PNG `image_url` part, then the text; its greedy answer must be the reference engine's.
 Exits 0 when every check passes, 1 otherwise. Needs python3 (stdlib), `openai` and `promtool`.
 """
+import base64
+import json
 import os
 import shutil
 import signal
@@ -328,9 +332,65 @@ def check_metrics(base):
 # ---- main ----------------------------------------------------------------------------------------
 
 
+# The reference engine's (transformers) greedy ids for the glm4v fixture's prompt `a`.
+SCREENSHOT_GREEDY_IDS = "466 1416 257 1077 944 132 944 132"
+
+
+def is_vision_model(model_path):
+    config = os.path.join(model_path, "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config, encoding="utf-8") as f:
+        return "vision_config" in json.load(f)
+
+
+def screenshot_messages(model_path):
+    png = os.path.join(model_path, "..", "images", "screen_tall.png")
+    with open(png, "rb") as f:
+        url = "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": "What is on this screen?"}]}]
+
+
+def reference_answer(binary, model_path):
+    out = subprocess.run([binary, "detokenize", "--model", model_path, "--ids", SCREENSHOT_GREEDY_IDS],
+                         capture_output=True, check=True).stdout
+    return out.rstrip(b"\n").decode("utf-8", "replace")
+
+
+@case("chat with a screenshot (image_url, base64 PNG)")
+def check_screenshot(client, binary, model_path):
+    expected = reference_answer(binary, model_path)
+    r = client.chat.completions.create(model=MODEL, messages=screenshot_messages(model_path), max_tokens=8,
+                                       temperature=0)
+    content = r.choices[0].message.content
+    check(content == expected, f"content {content!r}, expected the reference engine's {expected!r}")
+    check(r.usage.prompt_tokens == 100, f"prompt_tokens {r.usage.prompt_tokens}, expected 100 (84 image tokens)")
+    details = r.usage.model_dump().get("prompt_tokens_details") or {}
+    check(details.get("image_tokens") == 84, f"prompt_tokens_details {details!r}: expected image_tokens 84")
+    stream = client.chat.completions.create(model=MODEL, messages=screenshot_messages(model_path), max_tokens=8,
+                                            temperature=0, stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    check(text == expected, f"streamed {text!r}, expected {expected!r}")
+    log(f"  content={content!r}")
+
+
+@case("a broken image is a 400 naming the part")
+def check_bad_screenshot(client, model_path):
+    messages = screenshot_messages(model_path)
+    messages[0]["content"][0]["image_url"]["url"] = "data:image/png;base64,iVBORw0KGgo="
+    try:
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    except openai.BadRequestError as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        check(body.get("param") == "messages[0].content[0].image_url", f"param {body.get('param')!r}")
+        return
+    raise CheckFailed("a truncated PNG was accepted")
+
+
 def main():
     if len(sys.argv) != 3:
-        print(f"usage: {sys.argv[0]} AUTOGLM_DEPLOY_BINARY MODEL.gguf", file=sys.stderr)
+        print(f"usage: {sys.argv[0]} AUTOGLM_DEPLOY_BINARY MODEL", file=sys.stderr)
         return 2
     binary, model_path = sys.argv[1], sys.argv[2]
     for p in (binary, model_path):
@@ -371,6 +431,9 @@ def main():
         check_chat_logprobs(client)
         check_wrong_key(base + "/v1")
         check_bad_request(client)
+        if is_vision_model(model_path):
+            check_screenshot(client, binary, model_path)
+            check_bad_screenshot(client, model_path)
         check_metrics(base)
 
         log("stopping the server (SIGTERM)")

@@ -401,6 +401,15 @@ TEST(Decode, AbsurdDimensionsAreRefusedFromTheHeader) {
   // IHDR claims 100000x100000; no pixel data is ever allocated.
   const std::string message = error_of([] { image::decode(png_file({100000, 100000, 8, 2, {}, {}, {}})); });
   EXPECT_EQ(message, "image is 100000x100000 pixels; the limit is 16384 per side");
+  // A JPEG whose frame header claims 60000x50000 (the fixture's SOF0 with its sizes patched).
+  AUTOGLM_REQUIRE_FIXTURES();
+  std::vector<uint8_t> jpeg = bytes_of(glm4v() / "images" / "odd_rgb.jpg");
+  size_t sof = 2;
+  while (sof + 9 < jpeg.size() && jpeg[sof + 1] != 0xc0) sof += 2 + (size_t{jpeg[sof + 2]} << 8 | jpeg[sof + 3]);
+  ASSERT_LT(sof + 9, jpeg.size());
+  jpeg[sof + 5] = 50000 >> 8, jpeg[sof + 6] = 50000 & 0xff;  // height
+  jpeg[sof + 7] = 60000 >> 8, jpeg[sof + 8] = 60000 & 0xff;  // width
+  EXPECT_EQ(error_of([&] { image::decode(jpeg); }), "image is 60000x50000 pixels; the limit is 16384 per side");
   image::DecodeLimits limits;
   limits.max_pixels = 1000;
   EXPECT_EQ(error_of([&] { image::decode(png_file({100, 20, 8, 0, std::vector<uint8_t>(2000), {}, {}}), limits); }),

@@ -32,7 +32,8 @@ struct DecodeLimits {
 };
 
 // PNG or JPEG, chosen by the magic bytes. Every PNG colour type and depth ends as 8-bit RGB (16-bit
-// keeps the high byte, as Pillow does for RGB); alpha (RGBA, grey+alpha, palette tRNS, grey tRNS)
+// keeps the high byte, as Pillow does for RGB and RGBA; for 16-bit grey Pillow's I;16 mode would clip
+// every value above 255 to white, which we do not copy); alpha (RGBA, grey+alpha, palette tRNS, grey tRNS)
 // is composited onto white with Pillow's alpha_composite integer math, as transformers' convert_to_rgb
 // does. An RGB PNG's tRNS colour is ignored (convert_to_rgb leaves RGB images alone). JPEG: grey,
 // YCbCr, RGB, CMYK / YCCK (Adobe-inverted as Pillow reads it). EXIF orientation is not applied (the

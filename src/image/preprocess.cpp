@@ -137,35 +137,30 @@ Size smart_resize(uint32_t height, uint32_t width, const ProcessorConfig& config
   return {static_cast<uint32_t>(h_bar), static_cast<uint32_t>(w_bar)};
 }
 
-Patches preprocess(const Rgb8& image, const ProcessorConfig& config) {
-  if (image.pixels.size() != size_t(image.width) * image.height * 3)
-    throw ImageError(fmt::format("a {}x{} RGB image cannot hold {} bytes", image.width, image.height, image.pixels.size()));
-  const Size size = smart_resize(image.height, image.width, config);
-  const bool same = size.height == image.height && size.width == image.width;
-  const Rgb8 resized = same ? Rgb8{} : resize_bicubic(image, size.width, size.height);
-  const Rgb8& img = same ? image : resized;
+namespace {
 
-  // rescale: uint8 * factor in double, then float32; normalize: (x - mean) / std in float32.
+// rescale: uint8 * factor in double, then float32; normalize: (x - mean) / std in float32.
+std::array<std::array<float, 256>, 3> normalized_values(const ProcessorConfig& config) {
   std::array<std::array<float, 256>, 3> value{};
   for (int c = 0; c < 3; ++c)
     for (int x = 0; x < 256; ++x) value[c][x] = (static_cast<float>(x * config.rescale) - config.mean[c]) / config.std[c];
+  return value;
+}
 
+// Patch order (block row, block col, row in block, col in block); inside: channel, frame, y, x.
+void write_patches(const Rgb8& img, const ProcessorConfig& config, Patches& out) {
+  const auto value = normalized_values(config);
   const uint32_t ps = config.patch_size, m = config.merge_size, tps = config.temporal_patch_size;
-  Patches out;
-  out.resized = size;
-  out.h = size.height / ps;
-  out.w = size.width / ps;
-  const size_t plane = size_t(ps) * ps, patch_dim = 3 * tps * plane;
-  out.values.resize(out.n_patches() * patch_dim);
+  const size_t plane = size_t(ps) * ps;
+  out.values.resize(out.n_patches() * 3 * tps * plane);
   float* dst = out.values.data();
-  // Patch order (block row, block col, row in block, col in block); inside: channel, frame, y, x.
   for (uint32_t bh = 0; bh < out.h / m; ++bh)
     for (uint32_t bw = 0; bw < out.w / m; ++bw)
       for (uint32_t mh = 0; mh < m; ++mh)
         for (uint32_t mw = 0; mw < m; ++mw) {
           const size_t y0 = size_t(bh * m + mh) * ps, x0 = size_t(bw * m + mw) * ps;
           for (int c = 0; c < 3; ++c) {
-            float* frame0 = dst;
+            const float* frame0 = dst;
             for (uint32_t py = 0; py < ps; ++py) {
               const uint8_t* src = &img.pixels[((y0 + py) * img.width + x0) * 3 + c];
               for (uint32_t px = 0; px < ps; ++px) *dst++ = value[c][src[px * 3]];
@@ -173,6 +168,21 @@ Patches preprocess(const Rgb8& image, const ProcessorConfig& config) {
             for (uint32_t t = 1; t < tps; ++t, dst += plane) std::copy(frame0, frame0 + plane, dst);
           }
         }
+}
+
+}  // namespace
+
+Patches preprocess(const Rgb8& image, const ProcessorConfig& config) {
+  if (image.pixels.size() != size_t(image.width) * image.height * 3)
+    throw ImageError(fmt::format("a {}x{} RGB image cannot hold {} bytes", image.width, image.height, image.pixels.size()));
+  const Size size = smart_resize(image.height, image.width, config);
+  const bool same = size.height == image.height && size.width == image.width;
+  const Rgb8 resized = same ? Rgb8{} : resize_bicubic(image, size.width, size.height);
+  Patches out;
+  out.resized = size;
+  out.h = size.height / config.patch_size;
+  out.w = size.width / config.patch_size;
+  write_patches(same ? image : resized, config, out);
   return out;
 }
 

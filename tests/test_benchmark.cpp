@@ -487,6 +487,34 @@ TEST(BenchmarkCli, BenchUrlAgainstServe) {
   EXPECT_EQ(server->wait_exit(30s), 0) << server->output();
 }
 
+// bench --image on the tiny GLM-4.1V: every stage timed, the image's tokens as the processor cuts it.
+TEST(BenchmarkCli, BenchImageTimesEachStageAndTheAgentStep) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path glm4v = autoglm::test::fixtures_dir() / "glm4v";
+  const auto r = autoglm::test::run_binary(fmt::format("bench --model {} --image {} -r 2 --image-text-tokens 100 --json",
+                                                       (glm4v / "tiny-glm4v-hf").string(),
+                                                       (glm4v / "images" / "screen_tall.png").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["width"], 360);
+  EXPECT_EQ(j["height"], 780);
+  EXPECT_EQ(j["patches"], 336);
+  EXPECT_EQ(j["image_tokens"], 84);
+  EXPECT_EQ(j["prompt_tokens"], 100 + 84 + 16);
+  for (const char* stage : {"decode_ms", "preprocess_ms", "encode_ms", "ttft_ms"}) {
+    ASSERT_TRUE(j[stage].is_array() && j[stage].size() == 2) << stage << ": " << r.out;
+    for (const json& ms : j[stage]) EXPECT_GT(ms.get<double>(), 0.0) << stage;
+  }
+  EXPECT_GT(j["gflop"].get<double>(), 0.0);
+  // a text model has no tower to time
+  const auto text = autoglm::test::run_binary(fmt::format(
+      "bench --model {} --image {}", (autoglm::test::fixtures_dir() / "models" / "tiny-glm4-Q8_0.gguf").string(),
+      (glm4v / "images" / "screen_tall.png").string()));
+  EXPECT_EQ(text.exit_code, 2) << text.err;
+  EXPECT_NE(text.err.find("no vision tower"), std::string::npos) << text.err;
+}
+
 TEST(BenchmarkCli, UsageErrors) {
   EXPECT_EQ(autoglm::test::run_binary("bench").exit_code, 2);  // neither --model nor --url
   EXPECT_EQ(autoglm::test::run_binary("bench --model a.gguf --url http://127.0.0.1:1").exit_code, 2);

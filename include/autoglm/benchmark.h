@@ -15,7 +15,9 @@
 #include <vector>
 
 #include "autoglm/kernels.h"
+#include "autoglm/image.h"
 #include "autoglm/model.h"
+#include "autoglm/vision.h"
 
 namespace autoglm::benchmark {
 
@@ -256,7 +258,39 @@ HttpReport run_http_load(const HttpOptions& options);
 
 // ---- reports (report.cpp) ----
 
+// ---- images: the vision tower and the time to first token of an agent step (vision_bench.cpp) ----
+
+struct VisionOptions {
+  size_t text_tokens = 2000;   // text before the image (an agent's system prompt and history)
+  size_t tail_tokens = 16;     // text after it (the step's instruction)
+  int repetitions = 3;         // after one warm-up run
+  int threads = 0;
+  bool ttft = true;            // also time the whole request: image + text prefill to the first token
+};
+
+struct VisionReport {
+  std::string model, image;
+  std::string weight_type;          // the tower's matrices
+  std::string isa;
+  int threads = 0;
+  uint32_t width = 0, height = 0;   // the image as sent
+  image::Size resized;              // as the processor resized it
+  size_t patches = 0, image_tokens = 0, prompt_tokens = 0;
+  double gflop = 0;                 // the tower's work for this image (matrix products and attention)
+  // milliseconds per repetition
+  std::vector<double> decode_ms, preprocess_ms, encode_ms, ttft_ms;
+};
+
+// Times, per repetition: decoding the image file, the processor (resize, normalize, patches), the
+// vision tower, and (options.ttft) a whole agent-shaped prompt — text_tokens of text, the image,
+// tail_tokens of text — from the image bytes to the first generated token, prefilled in chunks of
+// 512 as the server does. Random text ids; the image is `image_bytes`.
+VisionReport run_vision(const model::Model& m, const vision::VisionModel& tower, const image::ProcessorConfig& processor,
+                        int32_t image_token, std::span<const uint8_t> image_bytes, const std::string& model_name,
+                        const std::string& image_name, const VisionOptions& options);
+
 enum class Format { table, json, markdown };
+std::string render_vision(const VisionReport& report, Format format);
 std::string render_local(const LocalReport& report, Format format);
 std::string render_http(const HttpReport& report, Format format);
 

@@ -1,6 +1,8 @@
 // autoglm-deploy bench: the engine's tokens/s on this machine (--model), or a load test of a
 // running server (--url). The measuring is in the benchmark module; this file is the command line.
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <fmt/format.h>
 #include <memory>
 
@@ -11,12 +13,14 @@
 #include "autoglm/quantize.h"
 #include "autoglm/units.h"
 #include "commands.h"
+#include "model_setup.h"
 
 namespace autoglm::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, quantization, url, duration, api_key;
+  std::string model, quantization, url, duration, api_key, image, mmproj;
+  benchmark::VisionOptions vision;
   bool no_repack = false;
   benchmark::LocalOptions local;
   benchmark::HttpOptions http;
@@ -55,6 +59,27 @@ int run_local(BenchArgs& a) {
   return kExitOk;
 }
 
+// --image: the vision tower and an agent step's time to first token instead of pp/tg.
+int run_image(BenchArgs& a) {
+  model::LoadOptions load = load_options(a.quantization);
+  load.repack = !a.no_repack;
+  const auto m = model::Model::load(a.model, load);
+  const Tokenizer tok = load_tokenizer(a.model);
+  const VisionSetup v = load_vision(a.model, a.mmproj, load, tok);
+  if (!v.model) throw Error(kExitUsage, "--image: this model has no vision tower (give a GLM-4.1V folder, or --mmproj)");
+  std::ifstream in(a.image, std::ios::binary);
+  if (!in) throw Error(kExitUsage, fmt::format("--image {}: cannot read the file", a.image));
+  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  a.vision.threads = a.local.threads;
+  a.vision.repetitions = a.local.repetitions;
+  const std::string name = std::filesystem::path(a.model).lexically_normal().filename().string();
+  const benchmark::VisionReport report =
+      benchmark::run_vision(*m, *v.model, v.processor, v.image_token, bytes, name.empty() ? a.model : name,
+                            std::filesystem::path(a.image).filename().string(), a.vision);
+  std::fputs(benchmark::render_vision(report, output_format(a)).c_str(), stdout);
+  return kExitOk;
+}
+
 int run_http(BenchArgs& a) {
   refuse_flags(a.local_only, "--url (they are for --model)");
   a.http.url = a.url;
@@ -79,6 +104,10 @@ int run_http(BenchArgs& a) {
 int run_bench(BenchArgs& a) {
   if (a.model.empty() == a.url.empty())
     throw Error(kExitUsage, "give exactly one of --model FILE (local throughput) or --url http://HOST:PORT (HTTP load)");
+  if (!a.image.empty()) {
+    refuse_flags(a.http_only, "--image (they are for --url)");
+    return run_image(a);
+  }
   return a.model.empty() ? run_http(a) : run_local(a);
 }
 
@@ -94,6 +123,12 @@ void add_local_flags(CLI::App* cmd, BenchArgs& a) {
       cmd->add_option("-r,--repetitions", a.local.repetitions, "runs per test after a warm-up (default 5)"),
       cmd->add_option("-t,--threads", a.local.threads, "CPU threads (default: all)"),
       cmd->add_flag("--no-repack", a.no_repack, "keep the weights as stored (zero-copy), not repacked for the kernels"),
+      cmd->add_option("--image", a.image, "a PNG/JPEG: time its decode, preprocessing, the vision tower and an agent "
+                                           "step's time to first token (vision models), instead of pp/tg"),
+      cmd->add_option("--mmproj", a.mmproj, "llama.cpp's vision projector GGUF for a text GGUF (with --image)"),
+      cmd->add_option("--image-text-tokens", a.vision.text_tokens,
+                      "with --image: text tokens before the image in the agent prompt (default 2000)"),
+      cmd->add_flag("--no-ttft", [&a](int64_t) { a.vision.ttft = false; }, "with --image: time the image stages only"),
   };
 }
 
@@ -125,6 +160,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
       "Examples:\n"
       "  autoglm-deploy bench --model model.gguf -p 512 -n 128 -b 1,4,8,16 -r 5\n"
       "  autoglm-deploy bench --model GLM-4-9B-0414/ --quantization q8_0 --markdown\n"
+      "  autoglm-deploy bench --model AutoGLM-Phone-9B/ --quantization q8_0 --image screen.png -r 3\n"
       "  autoglm-deploy bench --url http://127.0.0.1:8080 --concurrency 1,8,32 --requests 64 --max-tokens 128\n"
       "  autoglm-deploy bench --url http://127.0.0.1:8080 --concurrency 8 --duration 60s --json\n"
       "tokens/s are aggregate over the batch (or all concurrent requests); see bench/README.md.");

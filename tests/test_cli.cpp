@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autoglm/npy.h"
+#include "logits_compare.h"
 #include "test_support.h"
 
 using autoglm::test::run_binary;
@@ -343,6 +344,69 @@ TEST(Logits, WritesAnNpyOfEveryPositionThatMatchesTheReference) {
   double max_abs = 0;
   for (size_t i = 0; i < ref.data.size(); ++i) max_abs = std::max(max_abs, double{std::abs(ours.data[i] - ref.data[i])});
   EXPECT_LE(max_abs, 0.3);
+}
+
+// The whole image path from the command line: the PNG decoded and resized as the processor does,
+// the tower, M-RoPE, the decoder; each prompt's one <|image|> id per image expanded. Prompt a and b
+// of the glm4v fixture, both model forms, against transformers' logits (float tolerances).
+TEST(Logits, ImagesFromFilesMatchTheReference) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TempDir tmp;
+  const auto fx = autoglm::test::fixtures_dir() / "glm4v";
+  const auto index = nlohmann::json::parse(autoglm::test::read_file(fx / "refs/index.json"));
+  const int64_t image_token = 2062;
+  for (const std::string form : {"hf", "gguf"}) {
+    const std::string model = form == "hf" ? (fx / "tiny-glm4v-hf").string()
+                                           : (fx / "tiny-glm4v-F16.gguf").string() + " --mmproj " +
+                                                 (fx / "mmproj-tiny-glm4v-F16.gguf").string() +
+                                                 // the projector carries no pixel limits: the folder's processor's
+                                                 " --min-image-pixels 12544 --max-image-pixels 150528";
+    for (const std::string name : {"a", "b"}) {
+      std::string ids, images;
+      int64_t previous = -1;
+      for (int64_t id : autoglm::npy::read_i64(fx / "refs" / (name + ".input_ids.npy")).data) {
+        if (id != image_token || previous != image_token) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+        previous = id;
+      }
+      for (const auto& image : index["prompts"][name]["images"])
+        images += " --image " + (fx / index["images"][image.get<std::string>()]["file"].get<std::string>()).string();
+      const auto out = tmp / (form + name + ".npy");
+      const auto r = run_binary("logits --model " + model + " --tokens " + ids + images + " --out " + out.string());
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      const auto ours = autoglm::npy::read_f32(out);
+      const auto ref = autoglm::npy::read_f32(fx / "refs" / (name + ".logits.npy"));
+      ASSERT_EQ(ours.shape, ref.shape) << form << " " << name;
+      const auto d = autoglm::test::compare_logits(ours.data, ref.data, ref.shape[1]);
+      EXPECT_LE(d.rms, 1e-2) << form << " " << name;
+      EXPECT_LE(d.max_abs, 5e-2) << form << " " << name;
+      EXPECT_LE(d.mean_kl, 1e-4) << form << " " << name;
+    }
+  }
+  // a text model takes no image; an image file that is not one is named
+  const auto text = run_binary("logits --model " + fixture("models/tiny-glm4-Q8_0.gguf") + " --tokens 1,2 --image " +
+                               (fx / "images/tiny.png").string() + " --out " + (tmp / "x.npy").string());
+  EXPECT_EQ(text.exit_code, 2) << text.err;
+  EXPECT_TRUE(contains(text.err, "reads text only")) << text.err;
+  const auto junk = run_binary("logits --model " + (fx / "tiny-glm4v-hf").string() + " --tokens 2062 --image " +
+                               (fx / "README.md").string() + " --out " + (tmp / "x.npy").string());
+  EXPECT_EQ(junk.exit_code, 2) << junk.err;
+  EXPECT_TRUE(contains(junk.err, "README.md")) << junk.err;
+}
+
+// generate --image: the greedy answer to prompt a is the reference engine's 8 ids.
+TEST(Generate, ImageAnswerIsTheReferenceGreedyAnswer) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto fx = autoglm::test::fixtures_dir() / "glm4v";
+  const std::string model = (fx / "tiny-glm4v-hf").string();
+  const auto r = run_binary("generate --model " + model + " --image " + (fx / "images/screen_tall.png").string() +
+                            " --chat 'What is on this screen?' --temperature 0 -n 8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto expected = run_binary("detokenize --model " + model + " --ids '466 1416 257 1077 944 132 944 132'");
+  // streamed text: a token that ends inside a UTF-8 character is shown as U+FFFD
+  const std::string shown = nlohmann::json::parse(nlohmann::json(expected.out).dump(-1, ' ', false,
+      nlohmann::json::error_handler_t::replace)).get<std::string>();
+  EXPECT_EQ(r.out, shown);
+  EXPECT_TRUE(contains(r.err, "images: 1 (84 tokens)")) << r.err;
 }
 
 TEST(Logits, BadInputIsAUsageErrorNotACrash) {

@@ -21,6 +21,7 @@ namespace {
 struct BenchArgs {
   std::string model, quantization, url, duration, api_key, image, mmproj;
   benchmark::VisionOptions vision;
+  uint64_t min_pixels = 0, max_pixels = 0;
   bool no_repack = false;
   benchmark::LocalOptions local;
   benchmark::HttpOptions http;
@@ -65,8 +66,9 @@ int run_image(BenchArgs& a) {
   load.repack = !a.no_repack;
   const auto m = model::Model::load(a.model, load);
   const Tokenizer tok = load_tokenizer(a.model);
-  const VisionSetup v = load_vision(a.model, a.mmproj, load, tok);
+  VisionSetup v = load_vision(a.model, a.mmproj, load, tok);
   if (!v.model) throw Error(kExitUsage, "--image: this model has no vision tower (give a GLM-4.1V folder, or --mmproj)");
+  set_pixel_limits(v, a.min_pixels, a.max_pixels);
   std::ifstream in(a.image, std::ios::binary);
   if (!in) throw Error(kExitUsage, fmt::format("--image {}: cannot read the file", a.image));
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -128,6 +130,8 @@ void add_local_flags(CLI::App* cmd, BenchArgs& a) {
       cmd->add_option("--mmproj", a.mmproj, "llama.cpp's vision projector GGUF for a text GGUF (with --image)"),
       cmd->add_option("--image-text-tokens", a.vision.text_tokens,
                       "with --image: text tokens before the image in the agent prompt (default 2000)"),
+      cmd->add_option("--min-image-pixels", a.min_pixels, "with --image: resize to at least this many pixels"),
+      cmd->add_option("--max-image-pixels", a.max_pixels, "with --image: resize to at most this many pixels"),
       cmd->add_flag("--no-ttft", [&a](int64_t) { a.vision.ttft = false; }, "with --image: time the image stages only"),
   };
 }

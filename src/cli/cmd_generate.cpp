@@ -25,6 +25,7 @@ struct GenerateArgs {
   std::string model, prompt, chat, system, chat_format, quantization, mmproj;
   std::vector<std::string> stop, images;
   int max_tokens = 256;
+  uint64_t min_pixels = 0, max_pixels = 0;
   int threads = 0;
   sampling::SamplingParams sampling{0.8f, 40, 0.95f, 0.05f, 1.0f, 0.0f, 0.0f, 0, 64};
   bool seed_given = false;
@@ -78,7 +79,8 @@ int run_generate(GenerateArgs a) {
   if (!a.images.empty() && a.chat.empty()) throw Error(kExitUsage, "--image goes with --chat");
   const auto m = model::Model::load(a.model, load);
   const Tokenizer tok = load_tokenizer(a.model);
-  const VisionSetup vision = load_vision(a.model, a.mmproj, load, tok);
+  VisionSetup vision = load_vision(a.model, a.mmproj, load, tok);
+  if (vision.model) set_pixel_limits(vision, a.min_pixels, a.max_pixels);
   const ImageFiles images = read_images(a.images, vision);
   std::optional<chat::ChatFormat> format;
   if (!a.chat.empty()) format = choose_format(a, *m, tok);
@@ -162,6 +164,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--system", a->system, "a system message (with --chat)");
   cmd->add_option("--image", a->images, "a PNG or JPEG the user message shows, before its text (repeatable; vision models)");
   cmd->add_option("--mmproj", a->mmproj, "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)");
+  cmd->add_option("--min-image-pixels", a->min_pixels, "images resized to at least this many pixels (default: the processor's)");
+  cmd->add_option("--max-image-pixels", a->max_pixels, "images resized to at most this many pixels (default: the processor's)");
   cmd->add_option("--chat-format", a->chat_format, "glm4, glm4v, llama3, chatml or llama2 (default: from the model's template)");
   cmd->add_option("--max-tokens,-n", a->max_tokens, "most tokens to generate (default 256)");
   cmd->add_option("--temperature", a->sampling.temperature, "0 = greedy (default 0.8)");

@@ -24,6 +24,7 @@ struct LogitsArgs {
   std::string quantization;
   std::string mmproj;
   std::vector<std::string> images;
+  uint64_t min_pixels = 0, max_pixels = 0;
   int threads = 0;
   size_t block_size = 16;
 };
@@ -81,6 +82,7 @@ int run_logits(const LogitsArgs& a) {
   if (!a.images.empty()) {  // each image's one placeholder id among the tokens becomes its tokens
     const Tokenizer tok = load_tokenizer(a.model);
     vision = load_vision(a.model, a.mmproj, options, tok);
+    if (vision.model) set_pixel_limits(vision, a.min_pixels, a.max_pixels);
     images = read_images(a.images, vision);
     mp = vision::expand_prompt(mp.tokens, vision.image_token, images.grids, images.hashes, vision.model->config.merge);
   }
@@ -125,6 +127,8 @@ void add_logits_command(CLI::App& app, Runner& run) {
   cmd->add_option("--out,-o", a->out, "Output .npy file")->required();
   cmd->add_option("--image", a->images, "PNG or JPEG for each <|image|> id, in order (repeatable; vision models)");
   cmd->add_option("--mmproj", a->mmproj, "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)");
+  cmd->add_option("--min-image-pixels", a->min_pixels, "images resized to at least this many pixels (default: the processor's)");
+  cmd->add_option("--max-image-pixels", a->max_pixels, "images resized to at most this many pixels (default: the processor's)");
   cmd->add_option("--threads,-t", a->threads, "CPU threads (default: all)");
   cmd->add_option("--isa", a->isa, "Kernel path: scalar, avx2 or avx512 (default: the fastest available)");
   cmd->add_option("--kv-block-size", a->block_size, "Positions per KV cache block")

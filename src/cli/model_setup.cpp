@@ -73,6 +73,14 @@ VisionSetup load_vision(const std::filesystem::path& model_path, const std::file
   return v;
 }
 
+void set_pixel_limits(VisionSetup& v, uint64_t min_pixels, uint64_t max_pixels) {
+  if (min_pixels) v.processor.min_pixels = min_pixels;
+  if (max_pixels) v.processor.max_pixels = max_pixels;
+  if (v.processor.min_pixels > v.processor.max_pixels)
+    throw Error(kExitUsage, fmt::format("images: min pixels {} is above max pixels {}", v.processor.min_pixels,
+                                        v.processor.max_pixels));
+}
+
 ImageFiles read_images(const std::vector<std::string>& files, const VisionSetup& v) {
   ImageFiles out;
   if (files.empty()) return out;

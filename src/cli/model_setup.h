@@ -31,6 +31,9 @@ struct VisionSetup {
 VisionSetup load_vision(const std::filesystem::path& model_path, const std::filesystem::path& mmproj,
                         const model::LoadOptions& options, const Tokenizer& tok);
 
+// --min-image-pixels / --max-image-pixels (0: keep the processor's). Throws Error when min > max.
+void set_pixel_limits(VisionSetup& v, uint64_t min_pixels, uint64_t max_pixels);
+
 // Image files read, decoded and cut into patches as the model's processor does; errors name the file.
 struct ImageFiles {
   std::vector<std::vector<float>> patches;

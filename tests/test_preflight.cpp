@@ -232,3 +232,37 @@ TEST(ModelShape, BrokenConfigsGiveClearErrors) {
   std::filesystem::remove(tmp / "config.json");
   EXPECT_THROW(model::read_model_shape(tmp.path()), Error);  // folder without config.json
 }
+
+// A vision-language model: the tower's weights are priced with the decoder's, and its buffers for
+// the largest image the processor allows; both forms describe the same tower.
+TEST(Fit, VisionTowerAndItsImageArePriced) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto fx = test::fixtures_dir() / "glm4v";
+  const model::ModelShape hf = model::read_model_shape(fx / "tiny-glm4v-hf");
+  ASSERT_TRUE(hf.vision.has_value());
+  EXPECT_EQ(hf.vision->depth, 2u);
+  EXPECT_EQ(hf.vision->d_model, 128u);
+  EXPECT_EQ(hf.vision->max_pixels, 150528u);         // preprocessor_config.json size.longest_edge
+  EXPECT_EQ(hf.vision->tokens(150528), 192u);        // 150528 / 14^2 / 2^2
+  model::ModelShape pair = model::read_model_shape(fx / "tiny-glm4v-F16.gguf");
+  EXPECT_FALSE(pair.vision.has_value());
+  const uint64_t text_only = pair.n_params();
+  model::add_mmproj(pair, fx / "mmproj-tiny-glm4v-F16.gguf");
+  ASSERT_TRUE(pair.vision.has_value());
+  EXPECT_EQ(pair.vision->params, hf.vision->params);
+  EXPECT_EQ(pair.n_params(), text_only + pair.vision->params);
+  EXPECT_EQ(pair.n_params(), hf.n_params());
+
+  const std::vector<DeviceMemory> cpu{{"cpu", "CPU RAM", false, 8ull << 30, "test"}};
+  FitRequest request;
+  const FitReport small = plan(hf, cpu, request);
+  request.max_image_pixels = 4 * 150528;
+  const FitReport large = plan(hf, cpu, request);
+  ASSERT_EQ(small.devices.size(), 1u);
+  EXPECT_GT(small.devices[0].need.vision, 0u);
+  EXPECT_NEAR(static_cast<double>(large.devices[0].need.vision) / static_cast<double>(small.devices[0].need.vision), 4.0, 0.1)
+      << "four times the pixels, four times the buffers";
+  EXPECT_NE(render_text(small).find("vision tower"), std::string::npos) << render_text(small);
+  EXPECT_EQ(to_json(small)["model"]["vision"]["max_image_tokens"], 192);
+  EXPECT_THROW(model::add_mmproj(pair, fx / "tiny-glm4v-F16.gguf"), Error) << "a text GGUF is not an mmproj";
+}

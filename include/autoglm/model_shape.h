@@ -34,6 +34,17 @@ struct TensorSize {
   std::string gguf_name;   // the name in a GGUF file (checkpoint names mapped; unknown ones kept)
 };
 
+// A vision tower beside the decoder (GLM-4.1V / AutoGLM-Phone-9B): what prices its buffers for an
+// image. Its weights are among ModelShape::tensors.
+struct VisionShape {
+  uint32_t depth = 0, d_model = 0, ffn_dim = 0, out_dim = 0;
+  uint32_t patch_size = 14, merge = 2;
+  uint64_t max_pixels = 0;      // the processor's longest_edge; 0 when unknown
+  uint64_t params = 0;          // of its tensors
+  uint64_t patches(uint64_t pixels) const { return pixels / (uint64_t{patch_size} * patch_size); }
+  uint64_t tokens(uint64_t pixels) const { return patches(pixels) / (uint64_t{merge} * merge); }
+};
+
 struct ModelShape {
   std::filesystem::path source;
   std::string format;           // "gguf", "hf" (safetensors folder), "hf-config" (config.json only)
@@ -50,6 +61,7 @@ struct ModelShape {
   bool tied_embeddings = false;
   std::string stored_type;      // "Q4_K_M", "BF16", ... (GGUF file type or HF torch_dtype)
   std::vector<TensorSize> tensors;  // from the file, or derived from the shape for a bare config
+  std::optional<VisionShape> vision;  // a vision-language model's tower (HF vision_config, or add_mmproj)
 
   uint64_t n_params() const;
   uint64_t stored_bytes() const;  // sum of TensorSize::stored_bytes
@@ -58,6 +70,10 @@ struct ModelShape {
 // Reads a GGUF file, a Hugging Face folder (config.json, with or without *.safetensors) or a
 // config.json path. Throws autoglm::Error (exit 1) naming the file and the missing/invalid key.
 ModelShape read_model_shape(const std::filesystem::path& path);
+
+// Adds llama.cpp's vision projector GGUF (an mmproj beside a text GGUF) to `s`: its tensors and its
+// tower. Throws autoglm::Error naming the file when it is not an mmproj.
+void add_mmproj(ModelShape& s, const std::filesystem::path& mmproj);
 
 // From an HF config.json object (GLM-4 / Glm4ForCausalLM, ChatGLM, Llama, Qwen2; a nested
 // "text_config" of a vision-language model is used for its text backbone). Tensor list derived

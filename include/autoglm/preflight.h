@@ -28,13 +28,15 @@ struct FitRequest {
   uint32_t batch = 1;          // sequences that each hold a full context in the KV cache
   KvType kv_type = KvType::f16;
   bool require_gpu = false;    // --gpu / runtime.backend cuda: only GPUs count
+  uint64_t max_image_pixels = 0;  // vision models: the largest image priced; 0 = the processor's
 };
 
 struct MemoryNeed {
   uint64_t weights = 0;
   uint64_t kv_cache = 0;   // n_layers × 2 × kv_heads × head_dim × context × batch × bytes
   uint64_t overhead = 0;   // runtime + compute buffers for a 512-token prefill chunk + logits
-  uint64_t total() const { return weights + kv_cache + overhead; }
+  uint64_t vision = 0;     // the vision tower's buffers for the largest image (its weights are in `weights`)
+  uint64_t total() const { return weights + kv_cache + overhead + vision; }
 };
 
 // Bytes of the weights at `quant` (nullopt: as stored; for a bare config the checkpoint dtype).

@@ -7,6 +7,7 @@
 #include "autoglm/config.h"
 #include "autoglm/exit_codes.h"
 #include "autoglm/hardware.h"
+#include "autoglm/model_shape.h"
 #include "autoglm/preflight.h"
 #include "commands.h"
 #include "service.h"
@@ -21,6 +22,8 @@ struct CheckHardwareOptions {
   std::string quantization;
   std::string kv_cache_type;
   std::string disk;
+  std::string mmproj;
+  uint64_t max_image_pixels = 0;
   uint32_t context = 0;
   uint32_t batch = 1;
   bool gpu = false;
@@ -38,6 +41,7 @@ preflight::FitRequest fit_request(const CheckHardwareOptions& o, const config::C
       quant = std::string(config::to_string(cfg->model.quantization));
     if (kv.empty()) kv = std::string(config::to_string(cfg->runtime.kv_cache_type));
     r.context = static_cast<uint32_t>(cfg->model.context_length);
+    r.max_image_pixels = static_cast<uint64_t>(cfg->model.max_image_pixels);
     r.require_gpu = cfg->runtime.backend == config::Backend::kCuda;
   }
   if (!quant.empty() && quant != "auto") {
@@ -50,6 +54,7 @@ preflight::FitRequest fit_request(const CheckHardwareOptions& o, const config::C
     r.kv_type = *t;
   }
   if (o.context) r.context = o.context;
+  if (o.max_image_pixels) r.max_image_pixels = o.max_image_pixels;
   if (o.batch == 0) usage_error("--batch: must be at least 1");
   r.batch = o.batch;
   r.require_gpu = r.require_gpu || o.gpu;
@@ -81,7 +86,13 @@ int run_check_hardware(const CheckHardwareOptions& o) {
   const hardware::HardwareReport hw = hardware::probe(probe);
 
   std::optional<preflight::FitReport> fit;
-  if (!model_path.empty()) fit = preflight::plan(model::read_model_shape(model_path), devices_of(hw), request);
+  std::string mmproj = o.mmproj;
+  if (mmproj.empty() && o.model.empty() && cfg) mmproj = cfg->model.mmproj.string();
+  if (!model_path.empty()) {
+    model::ModelShape shape = model::read_model_shape(model_path);
+    if (!mmproj.empty()) model::add_mmproj(shape, mmproj);
+    fit = preflight::plan(shape, devices_of(hw), request);
+  }
 
   std::vector<std::string> failures;
   if (hw.overall() == hardware::Status::fail) failures.push_back("a hardware check failed");
@@ -114,6 +125,7 @@ void add_check_hardware_command(CLI::App& app, Runner& run) {
       "  autoglm-deploy check-hardware\n"
       "  autoglm-deploy check-hardware --model ./glm-4-9b-0414-Q4_K_M.gguf --gpu\n"
       "  autoglm-deploy check-hardware --model ./GLM-4-9B-0414 --quantization q4_k --context 32768 --json\n"
+      "  autoglm-deploy check-hardware --model ./AutoGLM-Phone-9B-Q4_K_M.gguf --mmproj ./mmproj-AutoGLM-Phone-9B-F16.gguf\n"
       "  autoglm-deploy check-hardware --config configs/autoglm-phone-9b.yaml\n\n"
       "Reads only headers (GGUF metadata, config.json, safetensors headers), never the weights.\n"
       "Exit 1 when a requirement is not met: a failed check, no usable GPU with --gpu, or a model that does not fit.");
@@ -121,6 +133,9 @@ void add_check_hardware_command(CLI::App& app, Runner& run) {
   cmd->add_option("--model,-m", o->model, "GGUF file, Hugging Face folder or config.json to check the fit of");
   cmd->add_option("--config,-c", o->config, "Service config: model, quantization, context, backend come from it");
   cmd->add_option("--quantization,-q", o->quantization, "Weights to price: auto (as stored), f16, bf16, q8_0, q4_0, q4_k");
+  cmd->add_option("--mmproj", o->mmproj, "llama.cpp's vision projector GGUF beside a text GGUF: its tower is priced too");
+  cmd->add_option("--max-image-pixels", o->max_image_pixels,
+                  "Vision models: the largest image to price (default: the processor's max pixels)");
   cmd->add_option("--context", o->context, "Context length in tokens (default: the model's own)");
   cmd->add_option("--batch", o->batch, "Sequences holding a full context at once (default 1)");
   cmd->add_option("--kv-cache-type", o->kv_cache_type, "f16 (default) or q8_0");

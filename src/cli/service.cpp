@@ -93,7 +93,10 @@ void preflight_check(const config::Config& cfg, const fs::path& model_path, bool
   request.context = static_cast<uint32_t>(cfg.model.context_length);
   request.kv_type = cfg.runtime.kv_cache_type == config::KvCacheType::kQ8_0 ? preflight::KvType::q8_0 : preflight::KvType::f16;
   request.require_gpu = cfg.runtime.backend == config::Backend::kCuda;
-  const preflight::FitReport fit = preflight::plan(model::read_model_shape(model_path), devices_of(hw), request);
+  request.max_image_pixels = static_cast<uint64_t>(cfg.model.max_image_pixels);
+  model::ModelShape shape = model::read_model_shape(model_path);
+  if (!cfg.model.mmproj.empty() && fs::exists(cfg.model.mmproj)) model::add_mmproj(shape, cfg.model.mmproj);
+  const preflight::FitReport fit = preflight::plan(shape, devices_of(hw), request);
   if (fit.requirement_met) {
     spdlog::info("preflight: the model fits ({})", fit.recommendation);
     return;

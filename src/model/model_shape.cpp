@@ -218,6 +218,58 @@ ModelShape shape_from_hf_config(const json& root, const std::string& origin) {
   return s;
 }
 
+namespace {
+
+// vision_config of a GLM-4.1V config.json, with the processor's max pixels from its folder.
+std::optional<VisionShape> hf_vision(const json& root, const fs::path& folder, const std::string& origin) {
+  if (!root.contains("vision_config") || !root["vision_config"].is_object()) return std::nullopt;
+  const json& v = root["vision_config"];
+  VisionShape vs;
+  vs.depth = dimension(json_int(v, {"depth", "num_hidden_layers"}), "vision_config.depth", origin);
+  vs.d_model = dimension(json_int(v, {"hidden_size"}), "vision_config.hidden_size", origin);
+  vs.ffn_dim = dimension(json_int(v, {"intermediate_size"}), "vision_config.intermediate_size", origin);
+  vs.out_dim = dimension(json_int(v, {"out_hidden_size"}), "vision_config.out_hidden_size", origin);
+  if (auto p = json_int(v, {"patch_size"})) vs.patch_size = dimension(p, "vision_config.patch_size", origin);
+  if (auto m = json_int(v, {"spatial_merge_size"})) vs.merge = dimension(m, "vision_config.spatial_merge_size", origin);
+  const fs::path pp = folder / "preprocessor_config.json";
+  std::error_code ec;
+  if (!folder.empty() && fs::exists(pp, ec)) {
+    const json p = read_json(pp);
+    const json size = p.value("size", json::object());
+    if (auto m = json_int(p, {"max_pixels"})) vs.max_pixels = static_cast<uint64_t>(std::max<int64_t>(*m, 0));
+    else if (auto l = json_int(size, {"longest_edge"})) vs.max_pixels = static_cast<uint64_t>(std::max<int64_t>(*l, 0));
+  }
+  return vs;
+}
+
+uint64_t vision_params(const ModelShape& s) {
+  uint64_t n = 0;
+  for (const TensorSize& t : s.tensors)
+    if (t.name.starts_with("model.visual.") || t.name.starts_with("visual.") || t.name.starts_with("mmproj.")) n += t.n_elements;
+  return n;
+}
+
+}  // namespace
+
+void add_mmproj(ModelShape& s, const fs::path& mmproj) {
+  const gguf::File file = gguf::read_file_header(mmproj);
+  const std::string origin = mmproj.string();
+  if (!file.get_string("clip.projector_type"))
+    fail(origin + ": not an mmproj GGUF (no clip.projector_type); give llama.cpp's vision projector file");
+  VisionShape vs;
+  vs.depth = dimension(file.get_int("clip.vision.block_count"), "clip.vision.block_count", origin);
+  vs.d_model = dimension(file.get_int("clip.vision.embedding_length"), "clip.vision.embedding_length", origin);
+  vs.ffn_dim = dimension(file.get_int("clip.vision.feed_forward_length"), "clip.vision.feed_forward_length", origin);
+  vs.out_dim = dimension(file.get_int("clip.vision.projection_dim"), "clip.vision.projection_dim", origin);
+  if (auto p = file.get_int("clip.vision.patch_size")) vs.patch_size = dimension(p, "clip.vision.patch_size", origin);
+  vs.max_pixels = 9633792;  // the mmproj carries none: GLM-4.1V-9B's processor's, which the server uses
+  for (const gguf::TensorInfo& t : file.tensors)
+    s.tensors.push_back({"mmproj." + t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes,
+                         t.dims.size() >= 2 ? t.dims[0] : 0, "mmproj." + t.name});
+  s.vision = vs;
+  s.vision->params = vision_params(s);
+}
+
 ModelShape read_model_shape(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(fmt::format("{}: no such file or folder", path.string()));
@@ -226,10 +278,13 @@ ModelShape read_model_shape(const fs::path& path) {
     if (!fs::exists(config, ec))
       fail(fmt::format("{}: no config.json — a model folder needs the Hugging Face config.json "
                        "(or pass the .gguf file itself)", path.string()));
-    ModelShape s = shape_from_hf_config(read_json(config), config.string());
+    const json root = read_json(config);
+    ModelShape s = shape_from_hf_config(root, config.string());
     s.source = path;
     s.name = path.filename().string();
     read_safetensors_tensors(s, path);
+    s.vision = hf_vision(root, path, config.string());
+    if (s.vision) s.vision->params = vision_params(s);
     return s;
   }
   if (path.filename() == "config.json") {

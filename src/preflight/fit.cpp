@@ -83,8 +83,9 @@ std::string lower(std::string_view s) {
 }
 
 std::string describe(const MemoryNeed& n) {
-  return fmt::format("{} = weights {} + KV cache {} + runtime {}", format_bytes(n.total()), format_bytes(n.weights),
-                     format_bytes(n.kv_cache), format_bytes(n.overhead));
+  return fmt::format("{} = weights {} + KV cache {} + runtime {}{}", format_bytes(n.total()), format_bytes(n.weights),
+                     format_bytes(n.kv_cache), format_bytes(n.overhead),
+                     n.vision ? " + image buffers " + format_bytes(n.vision) : std::string());
 }
 
 // Smaller weight types to try, largest first, when the request does not fit.
@@ -266,10 +267,19 @@ MemoryNeed estimate(const model::ModelShape& shape, std::optional<Quant> quant, 
                              2ull * shape.ffn_dim;
   n.overhead = (on_gpu ? kGpuRuntimeBytes : kCpuRuntimeBytes) + kPrefillChunk * per_token * 4 +
                uint64_t{batch} * shape.vocab_size * 4;
+  if (shape.vision && shape.vision->max_pixels) {
+    // per patch, f32: residual, norm output, q/k/v, attention output, gate and up; per image token the
+    // merged rows; the patches themselves (3 x 2 x 14 x 14)
+    const model::VisionShape& v = *shape.vision;
+    const uint64_t patch_bytes = (7ull * v.d_model + 2ull * v.ffn_dim + 6ull * v.patch_size * v.patch_size) * 4;
+    n.vision = v.patches(v.max_pixels) * patch_bytes + v.tokens(v.max_pixels) * 3ull * v.out_dim * 4;
+  }
   return n;
 }
 
-FitReport plan(const model::ModelShape& shape, const std::vector<DeviceMemory>& devices, const FitRequest& request) {
+FitReport plan(const model::ModelShape& model_shape, const std::vector<DeviceMemory>& devices, const FitRequest& request) {
+  model::ModelShape shape = model_shape;
+  if (shape.vision && request.max_image_pixels) shape.vision->max_pixels = request.max_image_pixels;
   FitReport report;
   report.model = shape;
   report.request = request;
@@ -308,7 +318,12 @@ nlohmann::json to_json(const FitReport& r) {
         {"parameters", m.n_params()}, {"stored_type", m.stored_type}, {"stored_bytes", m.stored_bytes()},
         {"layers", m.n_layers}, {"d_model", m.d_model}, {"heads", m.n_heads}, {"kv_heads", m.n_kv_heads},
         {"head_dim", m.head_dim}, {"ffn_dim", m.ffn_dim}, {"vocab_size", m.vocab_size},
-        {"context_length", m.context_length}, {"tied_embeddings", m.tied_embeddings}}},
+        {"context_length", m.context_length}, {"tied_embeddings", m.tied_embeddings},
+        {"vision", m.vision ? nlohmann::json{{"blocks", m.vision->depth}, {"d_model", m.vision->d_model},
+                                             {"ffn_dim", m.vision->ffn_dim}, {"parameters", m.vision->params},
+                                             {"max_image_pixels", m.vision->max_pixels},
+                                             {"max_image_tokens", m.vision->tokens(m.vision->max_pixels)}}
+                            : nlohmann::json(nullptr)}}},
       {"request",
        {{"quantization", r.request.quant ? quant_name(*r.request.quant) : "as stored"},
         {"context", r.context},
@@ -321,16 +336,33 @@ nlohmann::json to_json(const FitReport& r) {
   };
 }
 
+namespace {
+
+std::string vision_line(const model::ModelShape& m) {
+  if (!m.vision) return "";
+  const model::VisionShape& v = *m.vision;
+  std::string out = fmt::format("       vision tower: {} parameters, {} blocks, d_model {}, FFN {}", format_count(v.params),
+                                v.depth, v.d_model, v.ffn_dim);
+  if (v.max_pixels)
+    out += fmt::format("; an image of up to {} pixels is {} tokens (e.g. a 1080x2400 screenshot: {})", v.max_pixels,
+                       v.tokens(v.max_pixels), v.tokens(std::min<uint64_t>(v.max_pixels, 1092ull * 2408)));
+  return out + "\n";
+}
+
+}  // namespace
+
 std::string render_text(const FitReport& r) {
   const model::ModelShape& m = r.model;
   std::string out = fmt::format(
       "Model  {} ({}, {})\n"
       "       {} parameters, {} layers, d_model {}, {} heads / {} KV heads × {}, FFN {}, vocab {}\n"
       "       stored as {}{}, trained context {}\n"
+      "{}"
       "Request  weights {}, context {}, batch {}, KV cache {}\n",
       m.name, m.architecture, m.source.string(), format_count(m.n_params()), m.n_layers, m.d_model,
       m.n_heads, m.n_kv_heads, m.head_dim, m.ffn_dim, m.vocab_size, m.stored_type.empty() ? "?" : m.stored_type,
       m.stored_bytes() ? fmt::format(" ({})", format_bytes(m.stored_bytes())) : std::string(), m.context_length,
+      vision_line(m),
       r.request.quant ? quant_name(*r.request.quant) : "as stored", r.context, r.request.batch,
       r.request.kv_type == KvType::f16 ? "f16" : "q8_0");
   for (const DeviceVerdict& v : r.devices) {

@@ -183,11 +183,17 @@ KvPlan plan_kv_cache(const config::Config& cfg, const hardware::HardwareReport& 
   return plan;
 }
 
-std::string curl_example(const std::string& base, const std::string& model, bool auth) {
-  return fmt::format(
-      "curl {}/v1/chat/completions -H 'Content-Type: application/json'{} \\\n"
+std::string curl_example(const std::string& base, const std::string& model, bool auth, bool vision) {
+  const std::string header = fmt::format("curl {}/v1/chat/completions -H 'Content-Type: application/json'{} \\\n", base,
+                                         auth ? " -H \"Authorization: Bearer $AUTOGLM_API_KEY\"" : "");
+  if (vision)  // a screenshot as Open-AutoGLM sends it: base64 in a data: URL, then the text
+    return header + fmt::format(
+        "  -d '{{\"model\": \"{}\", \"max_tokens\": 64, \"messages\": [{{\"role\": \"user\", \"content\": [\n"
+        "        {{\"type\": \"image_url\", \"image_url\": {{\"url\": \"data:image/png;base64,'\"$(base64 -w0 screen.png)\"'\"}}}},\n"
+        "        {{\"type\": \"text\", \"text\": \"What is on this screen?\"}}]}}]}}'", model);
+  return header + fmt::format(
       "  -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}], \"max_tokens\": 64}}'",
-      base, auth ? " -H \"Authorization: Bearer $AUTOGLM_API_KEY\"" : "", model);
+      model);
 }
 
 // The signals that stop the server are blocked in every thread and taken by sigwait().
@@ -270,8 +276,8 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   if (cfg.model.is_demo())
     std::printf("  This is the built-in demo model: random weights, its answers are noise. Serve real weights with\n"
                 "  --model FILE.gguf (or a Hugging Face folder, or an https:// URL) or model.path in the config.\n");
-  std::printf("  Try it:\n\n%s\n\n  Stop with Ctrl-C (requests in flight finish first).\n",
-              curl_example(base, served.name, !keys.empty()).c_str());
+  std::printf("  Try it%s:\n\n%s\n\n  Stop with Ctrl-C (requests in flight finish first).\n", served.vision ? " (screen.png: any PNG or JPEG)" : "",
+              curl_example(base, served.name, !keys.empty(), served.vision != nullptr).c_str());
   std::fflush(stdout);
 
   int signal = 0;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "autoglm/npy.h"
 #include "autoglm/random_model.h"
 #include "metrics.h"
 #include "openai_api.h"
@@ -376,4 +377,88 @@ TEST(RateLimiter, TokenBucketPerClient) {
 }
 
 }  // namespace
+}  // namespace autoglm::server
+
+// ---- images in the batch: the tiny GLM-4.1V ----------------------------------------------------
+
+namespace autoglm::server {
+namespace {
+
+struct TinyVision {
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<vision::VisionModel> tower;
+  std::unique_ptr<Tokenizer> tokenizer;
+  TinyVision() {
+    const auto dir = test::fixtures_dir() / "glm4v" / "tiny-glm4v-hf";
+    model = model::Model::load(dir);
+    tower = vision::VisionModel::load_hf(dir);
+    tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_hf_folder(dir));
+  }
+};
+
+// Prompt `a` of the fixture with the reference processor's pixels of its screenshot.
+// negate: a different picture (every pixel value negated) in the same grid.
+GenerationRequest screenshot_prompt(const vision::VisionModel& tower, size_t max_tokens, bool negate = false) {
+  const auto refs = test::fixtures_dir() / "glm4v" / "refs";
+  std::vector<int32_t> ids;
+  for (int64_t id : npy::read_i64(refs / "a.input_ids.npy").data)
+    if (id != 2062 || ids.empty() || ids.back() != 2062) ids.push_back(static_cast<int32_t>(id));
+  PromptImage image;
+  image.patches = npy::read_f32(refs / "screen_tall.pixel_values.npy").data;
+  if (negate)
+    for (float& v : image.patches) v = -v;
+  image.grid = {1, 28, 12};
+  const uint64_t hash = vision::image_hash(image.patches.data(), image.grid, tower.config.patch_dim());
+  vision::MultimodalPrompt mp = vision::expand_prompt(ids, 2062, std::span(&image.grid, 1), std::span(&hash, 1), 2);
+  image.place = mp.images[0];
+  GenerationRequest r;
+  r.prompt = mp.tokens;
+  r.cache_key = mp.cache_key;
+  r.rope = mp.positions.positions;
+  r.rope_offset = mp.positions.next_offset;
+  r.images.push_back(std::move(image));
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0;
+  return r;
+}
+
+}  // namespace
+
+// A screenshot prompt prefilled in chunks of 16 next to decoding text requests gives the reference
+// engine's greedy answer; sent again, its image tokens come from the prefix cache and the tower
+// does not run.
+TEST(Scheduler, ImagePromptsBatchChunkAndShareTheirPrefix) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  TinyVision m;
+  SchedulerOptions o = options(4);
+  o.max_step_tokens = 16;
+  o.prefill_tokens_while_decoding = 16;
+  Scheduler s(*m.model, *m.tokenizer, o, m.tower.get());
+  std::vector<std::shared_ptr<Generation>> text;
+  for (int i = 0; i < 3; ++i) text.push_back(s.submit(greedy(i, 20, 24), nullptr));
+  std::this_thread::sleep_for(20ms);  // the text requests are decoding when the image arrives
+  const auto first = s.submit(screenshot_prompt(*m.tower, 8), nullptr);
+  ASSERT_TRUE(first);
+  const Result a = collect(*first);
+  const std::vector<int32_t> reference{466, 1416, 257, 1077, 944, 132, 944, 132};
+  EXPECT_EQ(a.ids, reference);
+  EXPECT_EQ(first->image_tokens(), 84u);
+  for (auto& g : text) EXPECT_EQ(collect(*g).ids.size(), 24u);
+  EXPECT_EQ(s.stats().images_encoded, 1u);
+
+  const auto again = s.submit(screenshot_prompt(*m.tower, 8), nullptr);
+  EXPECT_EQ(collect(*again).ids, reference);
+  EXPECT_GE(again->cached_tokens(), 96u);
+  EXPECT_EQ(s.stats().images_encoded, 1u) << "the image's tokens were all cached";
+  EXPECT_EQ(s.stats().images_cached, 1u);
+
+  // a different picture in the same grid: nothing past the text before it is shared
+  const auto changed = s.submit(screenshot_prompt(*m.tower, 8, /*negate=*/true), nullptr);
+  const Result c = collect(*changed);
+  EXPECT_LT(changed->cached_tokens(), 16u);
+  EXPECT_NE(c.ids, reference) << "a different image, a different answer";
+  EXPECT_EQ(s.stats().images_encoded, 2u);
+  EXPECT_TRUE(s.idle());
+}
+
 }  // namespace autoglm::server

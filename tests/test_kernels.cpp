@@ -846,6 +846,35 @@ TEST(KernelActivation, SwigluMatchesSiluOnEveryPath) {
   }
 }
 
+// softmax against double precision on every path: lengths around the 16-lane loops, a scale, large
+// spreads (tiny probabilities), and rows that sum to 1.
+TEST(KernelActivation, SoftmaxMatchesDoublePrecisionOnEveryPath) {
+  IsaGuard guard;
+  std::mt19937 rng(14);
+  for (Isa isa : kAllIsas) {
+    if (isa > detected_isa()) continue;
+    set_isa(isa);
+    for (size_t n : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}}) {
+      for (float spread : {1.0f, 30.0f}) {
+        const std::vector<float> x = random_floats(n, rng, spread);
+        std::vector<float> y = x;
+        const float scale = 0.125f;
+        softmax(y.data(), n, scale);
+        const double top = *std::max_element(x.begin(), x.end());
+        double z = 0, sum = 0;
+        for (float v : x) z += std::exp(scale * (v - top));
+        for (size_t i = 0; i < n; ++i) {
+          const double want = std::exp(scale * (x[i] - top)) / z;
+          // the float rounding of scale * (x - max) is about |that| ulp of relative error
+          ASSERT_NEAR(y[i], want, 4e-6 * want + 1e-30) << isa_name(isa) << " n " << n << " i " << i;
+          sum += y[i];
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-5) << isa_name(isa) << " n " << n;
+      }
+    }
+  }
+}
+
 // Attention against a double-precision softmax: queries with different visible lengths (crossing
 // key blocks) and runs of equal ones (the kernels take those two at a time), head sizes that are not
 // a multiple of the vector width or exceed 128, every path.

@@ -98,6 +98,7 @@ TEST_P(Tower, EveryStageMatchesOnTheScreenshot) {
   EXPECT_LE(output.max_abs, 5e-2);
 }
 
+// Q8_0 at load: every product in int8, attention's two included (VisionEncoder::attention_int8).
 TEST_P(Tower, QuantizedAtLoadStaysTheSameTower) {
   AUTOGLM_REQUIRE_FIXTURES();
   const auto tower = load_tower(GetParam(), {kernels::DType::q8_0});
@@ -107,6 +108,7 @@ TEST_P(Tower, QuantizedAtLoadStaysTheSameTower) {
   for (const char* image : {"screen_tall", "tiny"}) {
     const RelDiff d = relative_diff(encode_reference_pixels(encoder, image),
                                     npy::read_f32(refs() / (std::string(image) + ".vision_embeds.npy")).data);
+    std::printf("  %s %s Q8_0: rms %.3g max %.3g (relative to rms(ref))\n", GetParam().c_str(), image, d.rms, d.max_abs);
     EXPECT_LE(d.rms, 0.07) << image;  // the README's quantized sanity bound
     EXPECT_LE(d.max_abs, 0.35) << image;
   }

@@ -116,6 +116,8 @@ void matmul(std::span<const Product> products, size_t cols, const float* x, size
 // SwiGLU's elementwise step: out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^x to
 // ~2 ulp (no libm call, vectorized on the active ISA). out may be up.
 void swiglu(const float* gate, const float* up, float* out, size_t n);
+// x[i] = e^(scale (x[i] - max x)) / sum_j e^(scale (x[j] - max x)) over n > 0 values, e^ as swiglu's.
+void softmax(float* x, size_t n, float scale);
 // GELU, the exact (erf) form: out[i] = x/2 (1 + erf(x / sqrt 2)). out may be x.
 void gelu(const float* x, float* out, size_t n);
 // y = x / rms(x) * w over d values (sums in double); y may be x.

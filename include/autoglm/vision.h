@@ -109,7 +109,9 @@ class VisionEncoder {
  private:
   void embed(const float* patches, PatchGrid grid, size_t n);
   void block(const VisionBlock& b, PatchGrid grid, size_t n);
+  void rotate(size_t n);
   void attention(PatchGrid grid, size_t n);
+  void attention_int8(PatchGrid grid, size_t n);
   void merge(size_t n, std::vector<float>& out);
   void for_each_row(size_t n, const std::function<void(size_t)>& fn);
 
@@ -120,6 +122,11 @@ class VisionEncoder {
   std::vector<uint32_t> row_, col_;          // each patch's row and column in its frame
   std::vector<double> inv_freq_;             // rope_base^(-2k / (head_dim / 2))
   std::vector<const void*> k_rows_, v_rows_; // [head][patch]
+  // The quantized tower's attention as two int8 products per head (attention_int8): a frame's keys
+  // and its transposed values as Q8_0 rows, a tile of queries' scores and probabilities.
+  bool int8_attention_ = false;
+  std::vector<uint8_t> kq_, vq_;
+  std::vector<float> vt_, qt_, scores_, probs_, ot_;
 };
 
 // ---- prompts with images -----------------------------------------------------------------------

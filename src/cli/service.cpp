@@ -136,10 +136,19 @@ model::LoadOptions load_options(const config::Config& cfg, const fs::path& model
   const config::Quantization q = cfg.model.quantization;
   if (q == config::Quantization::kAuto) return o;
   if (!fs::is_directory(model_path)) {
-    spdlog::warn("model.quantization {}: a GGUF file is served as stored; convert it with `autoglm-deploy quantize`",
-                 config::to_string(q));
+    spdlog::warn("model.quantization {}: a GGUF file is served as stored (convert it with `autoglm-deploy quantize`); "
+                 "an mmproj beside it is quantized", config::to_string(q));
     return o;
   }
+  if (q == config::Quantization::kQ8_0 || q == config::Quantization::kQ4_0 || q == config::Quantization::kQ4_K)
+    o.quantize_to = model::parse_quantize_type(config::to_string(q));
+  return o;
+}
+
+// The vision tower is quantized at load by model.quantization whatever the text model's format: an
+// mmproj is usually shipped as F16, and the int8 tower is the fast one on CPUs.
+model::LoadOptions vision_load_options(const config::Config& cfg, model::LoadOptions o) {
+  const config::Quantization q = cfg.model.quantization;
   if (q == config::Quantization::kQ8_0 || q == config::Quantization::kQ4_0 || q == config::Quantization::kQ4_K)
     o.quantize_to = model::parse_quantize_type(config::to_string(q));
   return o;
@@ -238,7 +247,7 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   const model::LoadOptions options = load_options(cfg, model_path);
   const auto model = model::Model::load(model_path, options);
   const Tokenizer tokenizer = load_tokenizer(model_path);
-  const VisionSetup vision = load_vision(model_path, cfg.model.mmproj, options, tokenizer);
+  const VisionSetup vision = load_vision(model_path, cfg.model.mmproj, vision_load_options(cfg, options), tokenizer);
   const std::string chat_override = cfg.model.chat_template;
   if (!chat_override.empty() && chat_override.find('/') != std::string::npos)
     throw Error(kExitNotImplemented, "model.chat_template: Jinja template files are not supported yet; use glm4, "

@@ -47,6 +47,17 @@ void swiglu(const float* gate, const float* up, float* out, size_t n) {
   portable::swiglu_body(gate, up, out, n);
 }
 
+void softmax(float* x, size_t n, float scale) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (active_isa()) {
+    case Isa::avx512: return avx512::softmax_body(x, n, scale);
+    case Isa::avx2: return avx2::softmax_body(x, n, scale);
+    case Isa::scalar: break;
+  }
+#endif
+  portable::softmax_body(x, n, scale);
+}
+
 void gelu(const float* x, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
 }

@@ -227,8 +227,9 @@ std::optional<VisionShape> hf_vision(const json& root, const fs::path& folder, c
   VisionShape vs;
   vs.depth = dimension(json_int(v, {"depth", "num_hidden_layers"}), "vision_config.depth", origin);
   vs.d_model = dimension(json_int(v, {"hidden_size"}), "vision_config.hidden_size", origin);
-  vs.ffn_dim = dimension(json_int(v, {"intermediate_size"}), "vision_config.intermediate_size", origin);
   vs.out_dim = dimension(json_int(v, {"out_hidden_size"}), "vision_config.out_hidden_size", origin);
+  // transformers' Glm4VisionMlp is out_hidden_size wide; intermediate_size is the merger's
+  vs.ffn_dim = vs.out_dim;
   if (auto p = json_int(v, {"patch_size"})) vs.patch_size = dimension(p, "vision_config.patch_size", origin);
   if (auto m = json_int(v, {"spatial_merge_size"})) vs.merge = dimension(m, "vision_config.spatial_merge_size", origin);
   const fs::path pp = folder / "preprocessor_config.json";
@@ -259,7 +260,12 @@ void add_mmproj(ModelShape& s, const fs::path& mmproj) {
   VisionShape vs;
   vs.depth = dimension(file.get_int("clip.vision.block_count"), "clip.vision.block_count", origin);
   vs.d_model = dimension(file.get_int("clip.vision.embedding_length"), "clip.vision.embedding_length", origin);
-  vs.ffn_dim = dimension(file.get_int("clip.vision.feed_forward_length"), "clip.vision.feed_forward_length", origin);
+  // the blocks' MLP width from their tensors: llama.cpp's converter writes the merger's width as
+  // clip.vision.feed_forward_length
+  const gguf::TensorInfo* gate = file.find_tensor("v.blk.0.ffn_gate.weight");
+  vs.ffn_dim = gate && gate->dims.size() == 2
+                   ? dimension(static_cast<int64_t>(gate->dims[1]), "v.blk.0.ffn_gate.weight", origin)
+                   : dimension(file.get_int("clip.vision.feed_forward_length"), "clip.vision.feed_forward_length", origin);
   vs.out_dim = dimension(file.get_int("clip.vision.projection_dim"), "clip.vision.projection_dim", origin);
   if (auto p = file.get_int("clip.vision.patch_size")) vs.patch_size = dimension(p, "clip.vision.patch_size", origin);
   vs.max_pixels = 9633792;  // the mmproj carries none: GLM-4.1V-9B's processor's, which the server uses

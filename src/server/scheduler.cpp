@@ -358,8 +358,11 @@ void Scheduler::encode_images(Active& a) {
   a.images_ready = true;
   if (a.req.images.empty()) return;
   const size_t out_dim = encoder_->config().out_dim;
+  // an image whose tokens are all in the shared prefix is never read again: no rows for it
+  auto needed = [&](const PromptImage& image) { return image.place.first + image.place.n_tokens() > a.prefilled; };
   size_t total = 0;
-  for (const PromptImage& image : a.req.images) total += image.place.n_tokens();
+  for (const PromptImage& image : a.req.images)
+    if (needed(image)) total += image.place.n_tokens();
   a.embeds.assign(total * out_dim, 0.0f);
   a.rows.assign(a.req.prompt.size(), nullptr);
   std::vector<float> out;
@@ -368,16 +371,16 @@ void Scheduler::encode_images(Active& a) {
   try {
     for (const PromptImage& image : a.req.images) {
       const size_t n = image.place.n_tokens();
-      if (image.place.first + n > a.prefilled) {
-        encoder_->encode(image.patches.data(), image.grid, out);
-        if (out.size() != n * out_dim) throw Error(kExitCheckFailed, "the vision tower returned the wrong number of rows");
-        std::copy(out.begin(), out.end(), a.embeds.begin() + static_cast<std::ptrdiff_t>(row * out_dim));
-        ++encoded;
-      } else {
+      if (!needed(image)) {
         ++cached;
+        continue;
       }
+      encoder_->encode(image.patches.data(), image.grid, out);
+      if (out.size() != n * out_dim) throw Error(kExitCheckFailed, "the vision tower returned the wrong number of rows");
+      std::copy(out.begin(), out.end(), a.embeds.begin() + static_cast<std::ptrdiff_t>(row * out_dim));
       for (size_t j = 0; j < n; ++j) a.rows[image.place.first + j] = a.embeds.data() + (row + j) * out_dim;
       row += n;
+      ++encoded;
     }
   } catch (const std::exception& e) {
     retire(a, FinishReason::error, std::string("image encoding failed: ") + e.what());

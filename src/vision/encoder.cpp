@@ -39,6 +39,9 @@ void sample_taps(uint32_t index, uint32_t cells, uint32_t size, int taps[4], flo
 }  // namespace
 
 VisionEncoder::VisionEncoder(const VisionModel& model, kernels::ThreadPool& pool) : model_(model), pool_(pool) {
+  // a tower quantized to int8 computes attention's products in int8 too; float towers stay exact
+  int8_attention_ = !model_.blocks.empty() && model_.blocks[0].qkv.type == kernels::DType::q8_0 &&
+                    model_.config.head_dim % 32 == 0;
   const size_t quarter = model_.config.head_dim / 4;  // frequencies per axis
   for (size_t k = 0; k < quarter; ++k)
     inv_freq_.push_back(std::pow(double{model_.config.rope_base}, -2.0 * static_cast<double>(k) / (2.0 * static_cast<double>(quarter))));
@@ -89,7 +92,8 @@ void VisionEncoder::embed(const float* patches, PatchGrid grid, size_t n) {
 }
 
 // Full attention of every patch over the patches of its frame, per head; q and k rotated first.
-void VisionEncoder::attention(PatchGrid grid, size_t n) {
+// 2-D rotary positions on the queries and keys of every patch.
+void VisionEncoder::rotate(size_t n) {
   const VisionConfig& c = model_.config;
   const size_t d = c.d_model, hd = c.head_dim, half = hd / 2, stride = 3 * d;
   for_each_row(n, [&](size_t i) {
@@ -105,6 +109,14 @@ void VisionEncoder::attention(PatchGrid grid, size_t n) {
         }
       }
   });
+}
+
+// Full attention within each frame, on the f32 queries, keys and values.
+void VisionEncoder::attention(PatchGrid grid, size_t n) {
+  rotate(n);
+  if (int8_attention_) return attention_int8(grid, n);
+  const VisionConfig& c = model_.config;
+  const size_t d = c.d_model, hd = c.head_dim, stride = 3 * d;
   k_rows_.resize(c.n_heads * n);
   v_rows_.resize(c.n_heads * n);
   for (size_t h = 0; h < c.n_heads; ++h)
@@ -127,6 +139,66 @@ void VisionEncoder::attention(PatchGrid grid, size_t n) {
       kernels::attention(queries, hd, kernels::DType::f32, k_rows_.data() + keys, v_rows_.data() + keys, scale);
     }
   });
+}
+
+// The same attention as two int8 products per frame and head, like the tower's other products:
+// scores = Q K^T with the keys as Q8_0 rows, a softmax per query, then P V with the values
+// transposed into Q8_0 rows (the probabilities quantized per block of 32 keys, as every activation
+// of an int8 product is). Queries go in tiles, so the scores never take more than kTile rows.
+void VisionEncoder::attention_int8(PatchGrid grid, size_t) {
+  using kernels::DType;
+  const VisionConfig& c = model_.config;
+  const size_t d = c.d_model, hd = c.head_dim, stride = 3 * d;
+  const size_t per_frame = size_t{grid.h} * grid.w, padded = (per_frame + 31) / 32 * 32;
+  const size_t k_row = kernels::row_bytes(DType::q8_0, hd), v_row = kernels::row_bytes(DType::q8_0, padded);
+  constexpr size_t kTile = 256;
+  kq_.resize(per_frame * k_row);
+  vq_.resize(hd * v_row);
+  vt_.resize(hd * padded);
+  qt_.resize(kTile * hd);
+  scores_.resize(kTile * per_frame);
+  probs_.resize(kTile * padded);
+  ot_.resize(kTile * hd);
+  const kernels::Layout k_layout = kernels::preferred_layout(DType::q8_0, per_frame);
+  const kernels::Layout v_layout = kernels::preferred_layout(DType::q8_0, hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (size_t frame = 0; frame < grid.t; ++frame) {
+    const float* rows = qkv_.data() + frame * per_frame * stride;
+    float* out = att_.data() + frame * per_frame * d;
+    for (size_t h = 0; h < c.n_heads; ++h) {
+      pool_.run(per_frame, 64, [&](size_t begin, size_t end) {
+        for (size_t p = begin; p < end; ++p)
+          kernels::quantize_row(DType::q8_0, rows + p * stride + d + h * hd, kq_.data() + p * k_row, hd);
+      });
+      pool_.run(hd, 1, [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          float* vt = vt_.data() + r * padded;
+          for (size_t p = 0; p < per_frame; ++p) vt[p] = rows[p * stride + 2 * d + h * hd + r];
+          std::fill(vt + per_frame, vt + padded, 0.0f);
+          kernels::quantize_row(DType::q8_0, vt, vq_.data() + r * v_row, padded);
+        }
+      });
+      kernels::pack_weights(DType::q8_0, k_layout, kq_.data(), per_frame, hd);
+      kernels::pack_weights(DType::q8_0, v_layout, vq_.data(), hd, padded);
+      for (size_t first = 0; first < per_frame; first += kTile) {
+        const size_t tile = std::min(kTile, per_frame - first);
+        for (size_t i = 0; i < tile; ++i)
+          std::copy_n(rows + (first + i) * stride + h * hd, hd, qt_.data() + i * hd);
+        kernels::matmul(DType::q8_0, k_layout, kq_.data(), per_frame, hd, qt_.data(), tile, scores_.data(), &pool_);
+        pool_.run(tile, 1, [&](size_t begin, size_t end) {
+          for (size_t i = begin; i < end; ++i) {
+            float* s = scores_.data() + i * per_frame;
+            kernels::softmax(s, per_frame, scale);
+            float* p = probs_.data() + i * padded;
+            std::copy_n(s, per_frame, p);
+            std::fill(p + per_frame, p + padded, 0.0f);
+          }
+        });
+        kernels::matmul(DType::q8_0, v_layout, vq_.data(), hd, padded, probs_.data(), tile, ot_.data(), &pool_);
+        for (size_t i = 0; i < tile; ++i) std::copy_n(ot_.data() + i * hd, hd, out + (first + i) * d + h * hd);
+      }
+    }
+  }
 }
 
 void VisionEncoder::block(const VisionBlock& b, PatchGrid grid, size_t n) {

@@ -97,11 +97,12 @@ class Builder {
     return values(t);
   }
 
-  // All values of a tensor as floats (float types only).
+  // All values of a tensor as floats (a quantized one too: a GGUF's rows are whole blocks, so its
+  // blocks follow each other as one long row's).
   std::vector<float> values(const Tensor& t) const {
     const kernels::DTypeInfo& info = kernels::dtype_info(t.type);
-    if (info.block_size != 1 || t.dims.empty())
-      fail(fmt::format("{}: tensor '{}' is {}; expected F32, F16 or BF16", t.file, t.name, info.name));
+    if (t.dims.empty() || t.n_elements() % info.block_size != 0)
+      fail(fmt::format("{}: tensor '{}' is {} with {} values, not whole blocks", t.file, t.name, info.name, t.n_elements()));
     std::vector<float> out(t.n_elements());
     kernels::dequantize_row(t.type, t.data, out.data(), out.size());
     return out;

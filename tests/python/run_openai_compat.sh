@@ -31,6 +31,10 @@ fi
 # The server binary may be built with ASan/UBSan; Python itself must not be run under them.
 unset LD_PRELOAD
 
+# Concurrent ctest runs in the same build dir (openai_compat, openai_compat_vision): one creates the
+# virtualenv and installs, the others wait on the lock beside it.
+exec 9>"$build_dir/.python-venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ]; then
   rm -rf "$venv"
   if ! python3 -m venv "$venv"; then
@@ -40,16 +44,12 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
-  # concurrent ctest runs in the same build dir: one installs, the other waits
-  exec 9>"$venv/.install.lock"
-  flock 9
-  if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
-    echo "installing openai into $venv"
-    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --timeout 30 openai; then
-      skip_or_fail "cannot install the 'openai' package from PyPI (no network?)"
-    fi
+  echo "installing openai into $venv"
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --timeout 30 openai; then
+    skip_or_fail "cannot install the 'openai' package from PyPI (no network?)"
   fi
-  flock -u 9
 fi
+flock -u 9
+exec 9>&-
 
 exec "$venv/bin/python" "$here/test_openai_compat.py" "$binary" "$model"

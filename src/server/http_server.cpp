@@ -300,12 +300,13 @@ std::vector<uint8_t> local_image(const ImagePart& part, const fs::path& allowed,
     throw bad_image(part, "local image files are off; send the image as a base64 data: URL, or set "
                           "service.allowed_local_media_path to the folder the server may read");
   const std::string raw = part.url.starts_with("file://") ? part.url.substr(7) : part.url;
-  std::error_code ec;
-  const fs::path file = fs::weakly_canonical(fs::path(raw), ec);
-  const fs::path root = fs::weakly_canonical(allowed, ec);
+  std::error_code file_ec, root_ec, type_ec;
+  const fs::path file = fs::weakly_canonical(fs::path(raw), file_ec);
+  const fs::path root = fs::weakly_canonical(allowed, root_ec);
   const auto [end, _] = std::mismatch(root.begin(), root.end(), file.begin(), file.end());
-  if (ec || end != root.end() || !fs::is_regular_file(file, ec))
+  if (file_ec || root_ec || end != root.end() || !fs::is_regular_file(file, type_ec))
     throw bad_image(part, fmt::format("'{}' is not a file under the allowed folder {}", raw, allowed.string()));
+  std::error_code ec;
   if (fs::file_size(file, ec) > max_bytes || ec)
     throw bad_image(part, fmt::format("'{}' is larger than {} bytes", raw, max_bytes));
   std::ifstream in(file, std::ios::binary);

@@ -1544,6 +1544,9 @@ TEST_F(ServeApi, ImagesToATextModelAreA400) {
   const json e = expect_error(post(server(), "/v1/chat/completions", screenshot_request("data:image/png;base64,AAAA")),
                               400, "an image for a text model");
   EXPECT_TRUE(contains(e.value("message", ""), "reads text only")) << e;
+  const json infer = expect_error(post(server(), "/infer", {{"prompt", "hi"}, {"images", {"data:image/png;base64,AAAA"}}}),
+                                  400, "/infer images for a text model");
+  EXPECT_EQ(infer.value("param", ""), "images[0]") << infer;
 }
 
 }  // namespace

@@ -372,9 +372,6 @@ image::ProcessorConfig request_processor(const ApiRequest& r, const image::Proce
 void add_images(const ApiRequest& r, const Served& m, const config::ServiceConfig& service, GenerationRequest& g) {
   const ServedModel& info = m.info;
   const size_t max_images = static_cast<size_t>(service.max_images_per_request);
-  if (!info.vision)
-    throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B folder, "
-                        "or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
   if (r.images.size() > max_images)
     throw ApiError(400, fmt::format("the request holds {} images; this server takes at most {} per request "
                                     "(service.max_images_per_request)", r.images.size(), max_images),
@@ -406,10 +403,10 @@ void add_images(const ApiRequest& r, const Served& m, const config::ServiceConfi
 std::vector<int32_t> prompt_ids(const ApiRequest& r, const Served& m) {
   const Tokenizer& tok = *m.info.tokenizer;
   std::vector<int32_t> ids;
+  if (!r.images.empty() && !m.info.vision)
+    throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B "
+                        "folder, or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
   if (r.endpoint == Endpoint::chat) {
-    if (!r.images.empty() && !m.info.vision)
-      throw ApiError(400, "this model reads text only: it has no vision tower (serve a GLM-4.1V / AutoGLM-Phone-9B "
-                          "folder, or a text GGUF with --mmproj)", r.images.front().param, "invalid_image");
     std::string text;
     try {
       text = chat::render_chat(m.info.chat_format, r.messages, /*add_generation_prompt=*/true);

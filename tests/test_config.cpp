@@ -152,14 +152,12 @@ service:
   request_timeout: 1.5s
   max_queued_requests: 0
   rate_limit: 20/s
-  max_images_per_request: 3
+  served_model_names: [autoglm-phone-9b, autoglm-phone-9b-multilingual]
   allow_remote_images: true
   allowed_local_media_path: /srv/screens
 model:
   url: https://huggingface.co/x/y/resolve/main/m.gguf
   mmproj: /models/mmproj-F16.gguf
-  min_image_pixels: 3136
-  max_image_pixels: 1003520
   sha256: ABCDEF0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789
   quantization: Q4_K
   context_length: 1048576
@@ -172,6 +170,13 @@ runtime:
   kv_cache_budget: 512MiB
   kv_cache_type: q8_0
   repack_weights: false
+  prefix_cache: false
+vision:
+  min_pixels: 3136
+  max_pixels: 5000000
+  max_images_per_request: 3
+  target_encode_seconds: 2.5
+  encoder_cache_size: 1GiB
 health:
   heartbeat_interval: 250ms
 )");
@@ -185,11 +190,15 @@ health:
   EXPECT_EQ(c.service.request_timeout_ms, 1500u);
   EXPECT_EQ(c.service.max_queued_requests, 0);
   EXPECT_EQ(c.service.rate_limit, (RateLimit{20, 1000}));
-  EXPECT_EQ(c.service.max_images_per_request, 3);
+  EXPECT_EQ(c.service.served_model_names, (std::vector<std::string>{"autoglm-phone-9b", "autoglm-phone-9b-multilingual"}));
   EXPECT_TRUE(c.service.allow_remote_images);
   EXPECT_EQ(c.service.allowed_local_media_path, fs::path("/srv/screens"));
-  EXPECT_EQ(c.model.min_image_pixels, 3136);
-  EXPECT_EQ(c.model.max_image_pixels, 1003520);
+  EXPECT_EQ(c.vision.min_pixels, 3136);
+  EXPECT_EQ(c.vision.max_pixels, 5000000);
+  EXPECT_EQ(c.vision.max_images_per_request, 3);
+  EXPECT_EQ(c.vision.target_encode_ms, 2500u);
+  EXPECT_EQ(c.vision.encoder_cache_size, uint64_t{1} << 30);
+  EXPECT_FALSE(c.runtime.prefix_cache);
   EXPECT_EQ(c.model.url, "https://huggingface.co/x/y/resolve/main/m.gguf");
   EXPECT_EQ(c.model.mmproj, fs::path("/models/mmproj-F16.gguf"));
   EXPECT_EQ(c.model.sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
@@ -558,13 +567,30 @@ TEST(Overrides, MmprojAndImageLimit) {
   Config c = default_config();
   apply_override(c, "model.mmproj", "mmproj.gguf", "--mmproj");
   EXPECT_EQ(c.model.mmproj, fs::path("mmproj.gguf"));  // relative to the working folder, as typed
-  EXPECT_EQ(override_error(c, "service.max_images_per_request", "65", "--max-images"),
-            "--max-images: service.max_images_per_request: expected an integer 0..64 (0 = refuse images), got 65");
-  EXPECT_EQ(default_config().service.max_images_per_request, 8);
+  EXPECT_EQ(override_error(c, "vision.max_images_per_request", "65", "--max-images"),
+            "--max-images: vision.max_images_per_request: expected an integer 0..64 (0 = refuse images), got 65");
+  EXPECT_EQ(default_config().vision.max_images_per_request, 10);  // vLLM's --limit-mm-per-prompt in Open-AutoGLM
+  EXPECT_TRUE(default_config().runtime.prefix_cache);
   EXPECT_FALSE(default_config().service.allow_remote_images);
   EXPECT_TRUE(default_config().service.allowed_local_media_path.empty());
-  Config bad = parse("model:\n  min_image_pixels: 200000\n  max_image_pixels: 100000\n");
+  EXPECT_EQ(error("vision:\n  min_pixels: 200000\n  max_pixels: 100000\n"),
+            "service.yaml:2:3: vision.min_pixels: 200000 is above vision.max_pixels (100000)");
+  Config bad = default_config();
+  bad.vision.min_pixels = 200000;
+  bad.vision.max_pixels = 100000;
   EXPECT_THROW(validate(bad), ConfigError);
+  EXPECT_EQ(error("vision:\n  target_encode_seconds: soon\n"),
+            "service.yaml:2:26: vision.target_encode_seconds: expected seconds like 30 (or a duration like '2m'), at most 24h, got 'soon'");
+  EXPECT_EQ(error("model:\n  max_image_pixels: 100\n"),
+            "service.yaml:2:3: model: unknown key 'max_image_pixels'; it is now vision.max_pixels");
+}
+
+TEST(Overrides, ServedModelNamesTakeAList) {
+  Config c = default_config();
+  apply_override(c, "service.served_model_names", "autoglm-phone-9b,autoglm-phone-9b-multilingual", "--served-model-name");
+  EXPECT_EQ(c.service.served_model_names, (std::vector<std::string>{"autoglm-phone-9b", "autoglm-phone-9b-multilingual"}));
+  EXPECT_EQ(error("service:\n  served_model_names: [a, b, a]\n"),
+            "service.yaml:2:23: service.served_model_names: 'a' is listed twice; list each name once");
 }
 
 TEST(Overrides, ModelFlagReplacesTheFilesModel) {

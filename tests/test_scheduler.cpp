@@ -227,10 +227,21 @@ TEST(Scheduler, SharedPromptPrefixIsReusedAndChangesNothing) {
   EXPECT_EQ(reused.ids, computed.ids);
 
   GenerationRequest branch = greedy(7, 50, 10);
-  branch.prompt[20] += 1;  // same first block, then different
+  branch.prompt[20] += 1;  // the same first 20 tokens, then different
   auto g3 = s.submit(branch, nullptr);
-  collect(*g3);
-  EXPECT_EQ(g3->cached_tokens(), 16u);
+  const Result branched = collect(*g3);
+  EXPECT_EQ(g3->cached_tokens(), 20u);  // one whole block and 4 positions copied out of the next
+  {
+    SchedulerOptions off = options(1, 8);
+    off.prefix_cache = false;
+    Scheduler fresh(*m.model, *m.tokenizer, off);
+    auto g = fresh.submit(branch, nullptr);
+    EXPECT_EQ(collect(*g).ids, branched.ids);
+    EXPECT_EQ(g->cached_tokens(), 0u);
+    auto again = fresh.submit(branch, nullptr);
+    collect(*again);
+    EXPECT_EQ(again->cached_tokens(), 0u);  // prefix_cache off: nothing is shared
+  }
 
   // a request that needs every block evicts the cached ones; the first prompt is then computed again
   auto big = s.submit(greedy(8, 100, 28), nullptr);
@@ -238,8 +249,48 @@ TEST(Scheduler, SharedPromptPrefixIsReusedAndChangesNothing) {
   auto g4 = s.submit(first, nullptr);
   EXPECT_EQ(collect(*g4).ids, computed.ids);
   EXPECT_EQ(g4->cached_tokens(), 0u);
-  EXPECT_EQ(s.stats().cached_prompt_tokens, 64u);
+  EXPECT_EQ(s.stats().cached_prompt_tokens, 68u);
   EXPECT_EQ(s.stats().kv_blocks_used, 0u);
+}
+
+TEST(KvCache, APrefixEndingInsideABlockCopiesItsPositions) {
+  TinyModel& m = tiny();
+  engine::KvCache cache(m.model->config, 4, 4);
+  const std::vector<int32_t> a{1, 2, 3, 4, 5, 6, 7, 8, 9};
+  engine::KvCache::Sequence s1;
+  ASSERT_TRUE(cache.reserve(s1, a.size()));
+  s1.length = a.size();
+  const size_t row = m.model->config.n_kv_heads * cache.head_bytes();
+  for (size_t layer = 0; layer < m.model->config.n_layers; ++layer)
+    for (size_t pos = 0; pos < a.size(); ++pos) {
+      std::fill_n(cache.k_row(s1, layer, pos), row, static_cast<uint8_t>(layer * 16 + pos));
+      std::fill_n(cache.v_row(s1, layer, pos), row, static_cast<uint8_t>(200 - layer * 16 - pos));
+    }
+  cache.publish_prefix(s1, a);
+  // shares block 0 (1 2 3 4), then 5 6 of block 1 (5 6 7 8); 9 differs
+  const std::vector<int32_t> b{1, 2, 3, 4, 5, 6, 70, 80, 90};
+  engine::KvCache::Sequence s2;
+  EXPECT_EQ(cache.share_prefix(s2, b), 6u);
+  ASSERT_EQ(s2.blocks.size(), 2u);
+  EXPECT_EQ(s2.blocks[0], s1.blocks[0]);
+  EXPECT_NE(s2.blocks[1], s1.blocks[1]);  // a copy: the sequence writes its own positions 6, 7
+  for (size_t layer = 0; layer < m.model->config.n_layers; ++layer)
+    for (size_t pos = 4; pos < 6; ++pos) {
+      EXPECT_EQ(cache.k_row(s2, layer, pos)[row - 1], static_cast<uint8_t>(layer * 16 + pos));
+      EXPECT_EQ(cache.v_row(s2, layer, pos)[0], static_cast<uint8_t>(200 - layer * 16 - pos));
+    }
+  cache.release(s1);
+  cache.release(s2);
+  // the copy needs a block that is not the source: with none left, only whole blocks are shared
+  engine::KvCache::Sequence hold;
+  ASSERT_TRUE(cache.reserve(hold, 4));  // one of the two unused blocks; the cached two stay
+  engine::KvCache::Sequence s3;
+  EXPECT_EQ(cache.share_prefix(s3, b), 6u);  // takes the last unused block for the copy
+  engine::KvCache::Sequence s4;
+  EXPECT_EQ(cache.share_prefix(s4, b), 4u);  // the source itself is the only cached block left
+  cache.release(s3);
+  cache.release(s4);
+  cache.release(hold);
 }
 
 TEST(KvCache, PrefixBlocksAreMatchedByTokensAndParent) {
@@ -262,9 +313,10 @@ TEST(KvCache, PrefixBlocksAreMatchedByTokensAndParent) {
   b[0] = 99;
   engine::KvCache::Sequence s3;
   EXPECT_EQ(cache.share_prefix(s3, b), 0u);
-  // exactly two blocks of tokens: the last token is left to compute, so one block is shared
+  // exactly two blocks of tokens: the last token is left to compute, so one block is shared and
+  // three positions of the second are copied
   engine::KvCache::Sequence s4;
-  EXPECT_EQ(cache.share_prefix(s4, std::span(a).first(8)), 4u);
+  EXPECT_EQ(cache.share_prefix(s4, std::span(a).first(8)), 7u);
   cache.release(s4);
   // taking every block evicts the cached ones; their prefix is gone afterwards
   engine::KvCache::Sequence all;

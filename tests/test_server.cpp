@@ -48,6 +48,8 @@ struct ServerSetup {
   int max_batch_size = 4;
   std::string service_extra;  // YAML lines under `service:`, each indented by two spaces
   std::string model_extra;    // under `model:`
+  std::string runtime_extra;  // under `runtime:`
+  std::string sections;       // whole sections after the others ("vision:\n  max_pixels: 100000\n")
 };
 
 class RunningServer {
@@ -70,7 +72,8 @@ class RunningServer {
                                             "  backend: cpu\n"
                                             "  threads: 2\n"
                                             "  max_batch_size: " + std::to_string(setup.max_batch_size) + "\n"
-                                            "  kv_cache_budget: 64MiB\n");
+                                            "  kv_cache_budget: 64MiB\n" +
+                                            setup.runtime_extra + setup.sections);
       proc_ = std::make_unique<ServerProcess>(std::vector<std::string>{"serve", "--config", config.string()},
                                               dir_ / ("server-" + std::to_string(attempt) + ".log"));
       if (proc_->wait_ready(port_, 120s)) return;
@@ -512,9 +515,16 @@ TEST_F(ServeApi, HealthReadyAndModels) {
 
   const json models = ok_json(get(server(), "/v1/models"));
   EXPECT_EQ(models.value("object", ""), "list") << models;
-  ASSERT_TRUE(models.contains("data") && models["data"].is_array() && models["data"].size() == 1) << models;
+  // service.name first (the id of every response), then the model's own name (GGUF general.name)
+  ASSERT_TRUE(models.contains("data") && models["data"].is_array() && models["data"].size() == 2) << models;
   const json card = models["data"][0];
   EXPECT_EQ(card.value("id", ""), kName);
+  EXPECT_EQ(models["data"][1].value("id", ""), "tiny-glm4-seed13") << models;
+  EXPECT_EQ(models["data"][1].value("root", ""), kName) << models;
+  json own = chat_request("Hello", 2);
+  own["model"] = "tiny-glm4-seed13";
+  const json answer = ok_json(post(server(), "/v1/chat/completions", own));
+  EXPECT_EQ(answer.value("model", ""), kName) << "responses report the first name: " << answer;
   EXPECT_EQ(card.value("object", ""), "model");
   EXPECT_EQ(card.value("max_model_len", 0), 512) << "the fixture's context length: " << card;
 
@@ -1386,7 +1396,7 @@ struct VisionSetup {
     ServerSetup s;
     s.model = "../glm4v/tiny-glm4v-hf";
     s.max_batch_size = 4;
-    s.service_extra = "  max_images_per_request: 2\n";
+    s.sections = "vision:\n  max_images_per_request: 2\n";
     return s;
   }
 };

@@ -39,6 +39,9 @@ struct KvCacheBudget {
 
 struct ServiceConfig {
   std::string name = "autoglm";
+  // The model ids requests may name (vLLM's --served-model-name); the first is the id responses
+  // report. Empty: `name`, and the model's own name (GGUF general.name, HF folder name) is accepted too.
+  std::vector<std::string> served_model_names;
   std::string host = "127.0.0.1";
   int port = 8080;
   std::vector<std::string> api_keys;        // empty (and no api_keys_env) = no authentication
@@ -49,7 +52,6 @@ struct ServiceConfig {
   int max_queued_requests = 256;            // beyond the running batch; 0 = reject when busy
   std::optional<RateLimit> rate_limit;      // per API key; none = unlimited
   uint64_t drain_timeout_ms = 30'000;       // on SIGTERM/SIGINT: how long in-flight requests may finish
-  int max_images_per_request = 8;           // vision models; 0 = refuse images
   bool allow_remote_images = false;         // fetch http(s) image URLs (else only data: URLs)
   std::filesystem::path allowed_local_media_path;  // file:// images under this folder; empty = none
   bool operator==(const ServiceConfig&) const = default;
@@ -64,10 +66,18 @@ struct ModelConfig {
   int context_length = 0;      // 0 = the model's own
   std::string chat_template;   // "" = the model's own; glm4|glm4v|llama3|chatml|llama2 or a Jinja path
   std::filesystem::path mmproj;  // llama.cpp's vision projector GGUF beside a text GGUF; already resolved
-  int min_image_pixels = 0;      // images resized to at least / at most this many pixels; 0 = the processor's
-  int max_image_pixels = 0;
   bool is_demo() const { return path.empty() && url.empty(); }
   bool operator==(const ModelConfig&) const = default;
+};
+
+// Vision-language models (GLM-4.1V): image limits under the names vLLM users know.
+struct VisionConfig {
+  int min_pixels = 0;               // images resized to at least / at most this many pixels;
+  int max_pixels = 0;               // 0 = the model's preprocessor_config.json
+  int max_images_per_request = 10;  // image parts one request may hold; 0 = refuse images
+  uint64_t target_encode_ms = 0;    // check-hardware: the max_pixels whose screenshot encodes in this time; 0 = none
+  uint64_t encoder_cache_size = 512ull << 20;  // bytes of image embeddings kept by content hash; 0 = off
+  bool operator==(const VisionConfig&) const = default;
 };
 
 struct RuntimeConfig {
@@ -78,6 +88,7 @@ struct RuntimeConfig {
   KvCacheBudget kv_cache_budget;
   KvCacheType kv_cache_type = KvCacheType::kF16;
   bool repack_weights = true;  // rearrange matrices for the CPU kernels at load (else zero-copy mmap)
+  bool prefix_cache = true;    // reuse the KV of a prompt prefix an earlier request computed
   bool operator==(const RuntimeConfig&) const = default;
 };
 
@@ -89,6 +100,7 @@ struct HealthConfig {
 struct Config {
   ServiceConfig service;
   ModelConfig model;
+  VisionConfig vision;
   RuntimeConfig runtime;
   HealthConfig health;
   std::filesystem::path source;  // the file it was read from; empty for defaults

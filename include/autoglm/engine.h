@@ -43,9 +43,10 @@ class KvCache {
   kernels::DType type() const { return type_; }
   size_t head_bytes() const { return head_bytes_; }  // one KV head's part of a row
 
-  // For an empty `seq`: attaches the cached blocks that hold the longest prefix of `tokens` (whole
-  // blocks, always leaving at least the last token to compute) and sets seq.length to the positions
-  // they cover, which it returns.
+  // For an empty `seq`: attaches the cached blocks that hold the longest prefix of `tokens`, always
+  // leaving at least the last token to compute, and sets seq.length to the positions they cover,
+  // which it returns. Whole blocks are shared; where the prefix ends inside a cached block, its
+  // first positions are copied into a block of the sequence's own (when one is free).
   size_t share_prefix(Sequence& seq, std::span<const int32_t> tokens);
   // Publishes the full blocks of `seq` that hold tokens[0, n) (n <= seq.length) for later sharing.
   void publish_prefix(const Sequence& seq, std::span<const int32_t> tokens);
@@ -67,15 +68,18 @@ class KvCache {
   uint32_t take_block();
   uint64_t key(uint32_t parent, std::span<const int32_t> tokens) const;
   std::optional<uint32_t> find_published(uint32_t parent, std::span<const int32_t> tokens) const;
+  static uint64_t child_key(uint32_t parent, uint32_t generation) { return (uint64_t{generation} << 32) | parent; }
+  size_t share_partial(Sequence& seq, uint32_t parent, std::span<const int32_t> tokens);
 
   kernels::DType type_;
-  size_t n_blocks_, block_size_, row_elems_, row_bytes_, head_bytes_;
+  size_t n_layers_, n_blocks_, block_size_, row_elems_, row_bytes_, head_bytes_;
   std::vector<uint8_t> k_, v_;   // [layer][block][slot][row_bytes]
   std::vector<uint32_t> free_;
   std::vector<uint32_t> refs_;          // sequences holding each block
   std::vector<uint32_t> generation_;    // bumped when a published block is evicted and reused
   std::vector<Published> published_;
   std::unordered_multimap<uint64_t, uint32_t> index_;  // key(parent, tokens) -> block
+  std::unordered_multimap<uint64_t, uint32_t> children_;  // (parent, its generation) -> published blocks
   std::list<uint32_t> lru_;             // published blocks no sequence holds, oldest first
   std::vector<std::list<uint32_t>::iterator> lru_pos_;
 };

@@ -28,7 +28,8 @@ struct ServerOptions {
 struct ServedModel {
   const model::Model* model = nullptr;
   const Tokenizer* tokenizer = nullptr;
-  std::string name;                  // the model id of /v1/models and of every response
+  // The model ids requests may name; names[0] is the id of every response (vLLM's --served-model-name).
+  std::vector<std::string> names;
   chat::ChatFormat chat_format = chat::ChatFormat::glm4;
   size_t context_length = 0;         // prompt + completion limit per request
   size_t max_sequences = 8;          // running batch
@@ -41,6 +42,9 @@ struct ServedModel {
   const vision::VisionModel* vision = nullptr;
   image::ProcessorConfig processor;
   int32_t image_token = -1;
+  size_t max_images_per_request = 10;  // image parts one request may hold (vision.max_images_per_request)
+  uint64_t encoder_cache_bytes = 0;    // image embeddings kept by content hash (vision.encoder_cache_size)
+  bool prefix_cache = true;            // reuse the KV of prompt prefixes earlier requests computed
 };
 
 class Server {

@@ -41,7 +41,7 @@ preflight::FitRequest fit_request(const CheckHardwareOptions& o, const config::C
       quant = std::string(config::to_string(cfg->model.quantization));
     if (kv.empty()) kv = std::string(config::to_string(cfg->runtime.kv_cache_type));
     r.context = static_cast<uint32_t>(cfg->model.context_length);
-    r.max_image_pixels = static_cast<uint64_t>(cfg->model.max_image_pixels);
+    r.max_image_pixels = static_cast<uint64_t>(cfg->vision.max_pixels);
     r.require_gpu = cfg->runtime.backend == config::Backend::kCuda;
   }
   if (!quant.empty() && quant != "auto") {

@@ -28,6 +28,8 @@ void add_deploy_command(CLI::App& app, Runner& run) {
   auto flags = std::make_shared<std::vector<ConfigFlag>>(std::vector<ConfigFlag>{
       {"--model,-m", "model.path", "GGUF file, Hugging Face folder or http(s):// URL", {}},
       {"--mmproj", "model.mmproj", "llama.cpp's vision projector GGUF for a text GGUF (GLM-4.1V)", {}},
+      {"--served-model-name", "service.served_model_names",
+       "Model name(s) requests may use, e.g. autoglm-phone-9b (repeatable; the first is the id)", {}, nullptr, true},
       {"--host", "service.host", "Address to bind", {}},
       {"--port,-p", "service.port", "TCP port", {}},
       {"--quantization,-q", "model.quantization", "auto, f16, bf16, q8_0, q4_0 or q4_k", {}},

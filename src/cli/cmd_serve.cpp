@@ -18,6 +18,8 @@ void add_serve_command(CLI::App& app, Runner& run) {
   auto path = std::make_shared<std::string>();
   cmd->add_option("--config,-c", *path, "Service config (YAML), see docs/config.md")->required();
   auto flags = std::make_shared<std::vector<ConfigFlag>>(std::vector<ConfigFlag>{
+      {"--served-model-name", "service.served_model_names",
+       "Model name(s) requests may use, e.g. autoglm-phone-9b (repeatable; the first is the id)", {}, nullptr, true},
       {"--host", "service.host", "Address to bind", {}},
       {"--port", "service.port", "TCP port", {}},
       {"--threads", "runtime.threads", "CPU threads (0 = one per physical core)", {}},

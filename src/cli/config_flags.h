@@ -15,6 +15,8 @@ struct ConfigFlag {
   std::string help;
   std::string value;  // filled by CLI11
   CLI::Option* option = nullptr;  // set by add_config_flags
+  bool list = false;              // a list field: the flag may be repeated, or take several values
+  std::vector<std::string> values{};  // filled by CLI11 for a list flag
 };
 
 // Registers each flag as an option of `cmd`.

@@ -82,6 +82,22 @@ fs::path resolve_model(const config::Config& cfg) {
   return cfg.model.path;
 }
 
+// The names requests may use: service.served_model_names as given, else service.name and the
+// model's own name (GGUF general.name, the Hugging Face folder's name).
+std::vector<std::string> served_names(const config::Config& cfg, const fs::path& model_path) {
+  if (!cfg.service.served_model_names.empty()) return cfg.service.served_model_names;
+  std::vector<std::string> names{cfg.service.name};
+  std::string own;
+  try {
+    own = model::read_model_shape(model_path).name;
+  } catch (const std::exception&) {
+    // the loader has read the file already; a name it cannot give is just not offered
+  }
+  const bool printable = std::all_of(own.begin(), own.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x20 && c != 0x7f; });
+  if (!own.empty() && own.size() <= 128 && printable && own != names.front()) names.push_back(own);
+  return names;
+}
+
 // deploy: the check-hardware verdict for this model, refused with the reasons when it cannot fit.
 void preflight_check(const config::Config& cfg, const fs::path& model_path, bool force) {
   hardware::ProbeOptions probe;
@@ -93,7 +109,7 @@ void preflight_check(const config::Config& cfg, const fs::path& model_path, bool
   request.context = static_cast<uint32_t>(cfg.model.context_length);
   request.kv_type = cfg.runtime.kv_cache_type == config::KvCacheType::kQ8_0 ? preflight::KvType::q8_0 : preflight::KvType::f16;
   request.require_gpu = cfg.runtime.backend == config::Backend::kCuda;
-  request.max_image_pixels = static_cast<uint64_t>(cfg.model.max_image_pixels);
+  request.max_image_pixels = static_cast<uint64_t>(cfg.vision.max_pixels);
   model::ModelShape shape = model::read_model_shape(model_path);
   if (!cfg.model.mmproj.empty() && fs::exists(cfg.model.mmproj)) model::add_mmproj(shape, cfg.model.mmproj);
   const preflight::FitReport fit = preflight::plan(shape, devices_of(hw), request);
@@ -255,18 +271,20 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   server::ServedModel served;
   served.model = model.get();
   served.tokenizer = &tokenizer;
-  served.name = cfg.service.name;
+  served.names = served_names(cfg, model_path);
   served.chat_format = choose_chat_format(chat_override, *model, tokenizer);
   if (vision.model) {
     served.chat_format = vision_chat_format(served.chat_format, chat_override);
     served.vision = vision.model.get();
     served.processor = vision.processor;
-    if (cfg.model.min_image_pixels) served.processor.min_pixels = static_cast<uint64_t>(cfg.model.min_image_pixels);
-    if (cfg.model.max_image_pixels) served.processor.max_pixels = static_cast<uint64_t>(cfg.model.max_image_pixels);
+    if (cfg.vision.min_pixels) served.processor.min_pixels = static_cast<uint64_t>(cfg.vision.min_pixels);
+    if (cfg.vision.max_pixels) served.processor.max_pixels = static_cast<uint64_t>(cfg.vision.max_pixels);
     if (served.processor.min_pixels > served.processor.max_pixels)
-      throw Error(kExitUsage, fmt::format("model.min_image_pixels {} is above the max pixels {}", served.processor.min_pixels,
+      throw Error(kExitUsage, fmt::format("vision.min_pixels {} is above the max pixels {}", served.processor.min_pixels,
                                           served.processor.max_pixels));
     served.image_token = vision.image_token;
+    served.max_images_per_request = static_cast<size_t>(cfg.vision.max_images_per_request);
+    served.encoder_cache_bytes = cfg.vision.encoder_cache_size;
     spdlog::info("vision: {} blocks of width {}, {} weights; images of {}..{} pixels (up to {} tokens)",
                  vision.model->config.depth, vision.model->config.d_model, vision.model->weight_type,
                  served.processor.min_pixels, served.processor.max_pixels,
@@ -276,17 +294,23 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
   served.context_length = kv.context;
   served.kv_blocks = kv.blocks;
   served.max_sequences = static_cast<size_t>(cfg.runtime.max_batch_size);
+  served.prefix_cache = cfg.runtime.prefix_cache;
   served.kv_type = cfg.runtime.kv_cache_type == config::KvCacheType::kQ8_0 ? kernels::DType::q8_0 : kernels::DType::f16;
   // 0: one thread per physical core (hyper-threads share the core's load units and do not help)
   served.threads = cfg.runtime.threads ? cfg.runtime.threads : hw.cpu.physical_cores.value_or(0);
   http.attach(served);
 
-  std::printf("\nautoglm-deploy: serving model '%s' at %s/v1\n", served.name.c_str(), base.c_str());
+  std::printf("\nautoglm-deploy: serving model '%s' at %s/v1\n", served.names.front().c_str(), base.c_str());
+  if (served.names.size() > 1) {
+    std::string also;
+    for (size_t i = 1; i < served.names.size(); ++i) also += (i > 1 ? "', '" : "") + served.names[i];
+    std::printf("  (requests may also name it '%s')\n", also.c_str());
+  }
   if (cfg.model.is_demo())
     std::printf("  This is the built-in demo model: random weights, its answers are noise. Serve real weights with\n"
                 "  --model FILE.gguf (or a Hugging Face folder, or an https:// URL) or model.path in the config.\n");
   std::printf("  Try it%s:\n\n%s\n\n  Stop with Ctrl-C (requests in flight finish first).\n", served.vision ? " (screen.png: any PNG or JPEG)" : "",
-              curl_example(base, served.name, !keys.empty(), served.vision != nullptr).c_str());
+              curl_example(base, served.names.front(), !keys.empty(), served.vision != nullptr).c_str());
   std::fflush(stdout);
 
   int signal = 0;

@@ -31,29 +31,32 @@ using Message = std::optional<std::string>;  // a problem's text, or nothing whe
 // ---- the schema: sections and their keys -------------------------------------------------------
 
 constexpr std::array<std::string_view, 14> kServiceKeys{
-    "name", "host", "port", "api_keys", "api_keys_env", "cors_origins", "max_request_body",
-    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout", "max_images_per_request",
-    "allow_remote_images", "allowed_local_media_path"};
-constexpr std::array<std::string_view, 9> kModelKeys{
-    "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj",
-    "min_image_pixels", "max_image_pixels"};
-constexpr std::array<std::string_view, 7> kRuntimeKeys{
-    "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights"};
+    "name", "served_model_names", "host", "port", "api_keys", "api_keys_env", "cors_origins", "max_request_body",
+    "request_timeout", "max_queued_requests", "rate_limit", "drain_timeout", "allow_remote_images",
+    "allowed_local_media_path"};
+constexpr std::array<std::string_view, 7> kModelKeys{
+    "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj"};
+constexpr std::array<std::string_view, 5> kVisionKeys{
+    "min_pixels", "max_pixels", "max_images_per_request", "target_encode_seconds", "encoder_cache_size"};
+constexpr std::array<std::string_view, 8> kRuntimeKeys{
+    "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights",
+    "prefix_cache"};
 constexpr std::array<std::string_view, 1> kHealthKeys{"heartbeat_interval"};
 
 struct Section {
   std::string_view name;
   std::span<const std::string_view> keys;
 };
-constexpr std::array<Section, 4> kSections{{{"service", kServiceKeys},
+constexpr std::array<Section, 5> kSections{{{"service", kServiceKeys},
                                             {"model", kModelKeys},
+                                            {"vision", kVisionKeys},
                                             {"runtime", kRuntimeKeys},
                                             {"health", kHealthKeys}}};
-constexpr std::array<std::string_view, 4> kSectionNames{"service", "model", "runtime", "health"};
+constexpr std::array<std::string_view, 5> kSectionNames{"service", "model", "vision", "runtime", "health"};
 
 // Fields given as lists; a command-line override "0,1" becomes a list.
-constexpr std::array<std::string_view, 3> kListFields{"service.api_keys", "service.cors_origins",
-                                                      "runtime.devices"};
+constexpr std::array<std::string_view, 4> kListFields{"service.api_keys", "service.served_model_names",
+                                                      "service.cors_origins", "runtime.devices"};
 
 struct IntRange {
   int min;
@@ -78,6 +81,8 @@ constexpr Limits kRequestBody{1024, uint64_t{1} << 30, "a size 1KiB..1GiB like '
 constexpr Limits kRequestTimeout{1000, 86'400'000, "a duration 1s..24h like '10m'"};
 constexpr Limits kDrainTimeout{0, 3'600'000, "a duration 0s..1h like '30s'"};
 constexpr Limits kHeartbeat{100, 3'600'000, "a duration 100ms..1h like '10s'"};
+constexpr Limits kTargetEncode{1, 86'400'000, "seconds like 30 (or a duration like '2m'), at most 24h"};
+constexpr Limits kEncoderCache{0, uint64_t{1} << 40, "a size like '512MiB' (0 = no cache)"};
 
 template <typename E>
 struct Named {
@@ -558,8 +563,17 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
     set(s.request_timeout_ms, r.measure(e, kRequestTimeout, parse_duration_ms));
   } else if (key == "max_queued_requests") {
     set(s.max_queued_requests, r.integer(e, kQueuedRequests));
-  } else if (key == "max_images_per_request") {
-    set(s.max_images_per_request, r.integer(e, kImagesPerRequest));
+  } else if (key == "served_model_names") {
+    auto names = r.text_list(e, "a list of model names like [autoglm-phone-9b]", check_name);
+    if (names) {
+      for (size_t i = 0; i < names->size(); ++i)
+        if (std::find(names->begin(), names->begin() + static_cast<std::ptrdiff_t>(i), (*names)[i]) !=
+            names->begin() + static_cast<std::ptrdiff_t>(i)) {
+          r.report(e.where(), fmt::format("{}: '{}' is listed twice; list each name once", e.path, (*names)[i]));
+          return;
+        }
+      s.served_model_names = std::move(*names);
+    }
   } else if (key == "allow_remote_images") {
     set(s.allow_remote_images, r.choice(e, kBooleans));
   } else if (key == "allowed_local_media_path") {
@@ -600,10 +614,6 @@ void read_model(Reader& r, const Entry& e, ModelConfig& m) {
       return check_nonempty(s, "remove the key when the model has no separate vision projector");
     });
     if (text) m.mmproj = resolve(*text);
-  } else if (key == "min_image_pixels") {
-    set(m.min_image_pixels, r.integer(e, kImagePixels));
-  } else if (key == "max_image_pixels") {
-    set(m.max_image_pixels, r.integer(e, kImagePixels));
   } else if (key == "url") {
     set(m.url, r.text(e, "an http:// or https:// URL", check_url));
   } else if (key == "sha256") {
@@ -614,6 +624,33 @@ void read_model(Reader& r, const Entry& e, ModelConfig& m) {
     set(m.context_length, r.integer(e, kContextLength));
   } else if (key == "chat_template") {
     set(m.chat_template, r.text(e, kTemplateExpected, check_chat_template));
+  }
+}
+
+// Seconds as a plain number ("30", "2.5") or a duration with a unit ("2m").
+std::optional<uint64_t> parse_seconds_ms(std::string_view text) {
+  const std::string_view t = trim(text);
+  double seconds = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), seconds);
+  if (ec == std::errc() && end == t.data() + t.size()) {
+    if (!(seconds >= 0 && seconds <= 86'400)) return std::nullopt;
+    return static_cast<uint64_t>(seconds * 1000 + 0.5);
+  }
+  return parse_duration_ms(t);
+}
+
+void read_vision(Reader& r, const Entry& e, VisionConfig& v) {
+  const std::string_view key = e.key_name();
+  if (key == "min_pixels") {
+    set(v.min_pixels, r.integer(e, kImagePixels));
+  } else if (key == "max_pixels") {
+    set(v.max_pixels, r.integer(e, kImagePixels));
+  } else if (key == "max_images_per_request") {
+    set(v.max_images_per_request, r.integer(e, kImagesPerRequest));
+  } else if (key == "target_encode_seconds") {
+    set(v.target_encode_ms, r.measure(e, kTargetEncode, parse_seconds_ms));
+  } else if (key == "encoder_cache_size") {
+    set(v.encoder_cache_size, r.measure(e, kEncoderCache, parse_size));
   }
 }
 
@@ -636,12 +673,15 @@ void read_runtime(Reader& r, const Entry& e, RuntimeConfig& rt) {
     set(rt.kv_cache_type, r.choice(e, kKvCacheTypes));
   } else if (key == "repack_weights") {
     set(rt.repack_weights, r.choice(e, kBooleans));
+  } else if (key == "prefix_cache") {
+    set(rt.prefix_cache, r.choice(e, kBooleans));
   }
 }
 
 void read_field(Reader& r, const Entry& e, Config& c) {
   if (e.path.starts_with("service.")) read_service(r, e, c.service);
   else if (e.path.starts_with("model.")) read_model(r, e, c.model);
+  else if (e.path.starts_with("vision.")) read_vision(r, e, c.vision);
   else if (e.path.starts_with("runtime.")) read_runtime(r, e, c.runtime);
   else if (e.path == "health.heartbeat_interval")
     set(c.health.heartbeat_interval_ms, r.measure(e, kHeartbeat, parse_duration_ms));
@@ -654,10 +694,19 @@ std::optional<std::string_view> section_of(std::string_view key) {
   return std::nullopt;
 }
 
+// Keys that moved: the old place and the new one.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kMovedKeys{{
+    {"model.min_image_pixels", "vision.min_pixels"},
+    {"model.max_image_pixels", "vision.max_pixels"},
+    {"service.max_images_per_request", "vision.max_images_per_request"}}};
+
 std::string unknown_key_message(std::string_view section, std::string_view key,
                                 std::span<const std::string_view> known) {
   const std::string what = section.empty() ? fmt::format("unknown section {}", quote_value(key))
                                            : fmt::format("{}: unknown key {}", section, quote_value(key));
+  const std::string full = fmt::format("{}.{}", section, key);
+  for (const auto& [old_key, new_key] : kMovedKeys)
+    if (full == old_key) return fmt::format("{}; it is now {}", what, new_key);
   if (std::string suggestion = did_you_mean(key, known); !suggestion.empty()) return what + suggestion;
   if (auto home = section_of(key)) return fmt::format("{}; '{}' belongs under '{}:'", what, key, *home);
   return fmt::format("{}; valid {}: {}", what, section.empty() ? "sections" : "keys", join(known, ", "));
@@ -697,6 +746,10 @@ void check_cross_fields(Reader& r, const Config& c, MarkOf mark_of) {
   if (!c.model.path.empty() && !c.model.url.empty())
     r.report(mark_of("model.url"),
              "model: set either path (a local model) or url (a download), not both");
+  const VisionConfig& v = c.vision;
+  if (v.min_pixels && v.max_pixels && v.min_pixels > v.max_pixels)
+    r.report(mark_of("vision.min_pixels"),
+             fmt::format("vision.min_pixels: {} is above vision.max_pixels ({})", v.min_pixels, v.max_pixels));
 }
 
 void read_document(Reader& r, const YAML::Node& root, Config& config) {
@@ -915,7 +968,12 @@ void validate(const Config& c) {
   check("service.request_timeout",
         limits(s.request_timeout_ms, kRequestTimeout, format_duration_ms(s.request_timeout_ms)));
   check("service.max_queued_requests", check_int(s.max_queued_requests, kQueuedRequests));
-  check("service.max_images_per_request", check_int(s.max_images_per_request, kImagesPerRequest));
+  for (const std::string& n : s.served_model_names) check("service.served_model_names", check_name(n));
+  for (size_t i = 0; i < s.served_model_names.size(); ++i)
+    if (std::count(s.served_model_names.begin(), s.served_model_names.end(), s.served_model_names[i]) > 1) {
+      check("service.served_model_names", fmt::format("'{}' is listed twice; list each name once", s.served_model_names[i]));
+      break;
+    }
   check("service.drain_timeout", limits(s.drain_timeout_ms, kDrainTimeout, format_duration_ms(s.drain_timeout_ms)));
   if (s.rate_limit && (s.rate_limit->requests == 0 || s.rate_limit->per_ms == 0))
     check("service.rate_limit", fmt::format("expected {}, got {} per {} ms", kRateLimitExpected,
@@ -926,10 +984,13 @@ void validate(const Config& c) {
   if (!m.sha256.empty()) check("model.sha256", check_sha256(m.sha256));
   for (const auto& [file, hex] : m.sha256_files) check("model.sha256." + file, check_sha256(hex));
   check("model.context_length", check_int(m.context_length, kContextLength));
-  check("model.min_image_pixels", check_int(m.min_image_pixels, kImagePixels));
-  check("model.max_image_pixels", check_int(m.max_image_pixels, kImagePixels));
-  if (m.min_image_pixels && m.max_image_pixels && m.min_image_pixels > m.max_image_pixels)
-    check("model.min_image_pixels", fmt::format("{} is above model.max_image_pixels ({})", m.min_image_pixels, m.max_image_pixels));
+  const VisionConfig& v = c.vision;
+  check("vision.min_pixels", check_int(v.min_pixels, kImagePixels));
+  check("vision.max_pixels", check_int(v.max_pixels, kImagePixels));
+  check("vision.max_images_per_request", check_int(v.max_images_per_request, kImagesPerRequest));
+  if (v.target_encode_ms)
+    check("vision.target_encode_seconds", limits(v.target_encode_ms, kTargetEncode, format_duration_ms(v.target_encode_ms)));
+  check("vision.encoder_cache_size", limits(v.encoder_cache_size, kEncoderCache, format_bytes(v.encoder_cache_size)));
   if (!m.chat_template.empty()) check("model.chat_template", check_chat_template(m.chat_template));
 
   const RuntimeConfig& rt = c.runtime;

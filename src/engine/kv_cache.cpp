@@ -5,7 +5,7 @@
 namespace autoglm::engine {
 
 KvCache::KvCache(const model::ArchConfig& config, size_t n_blocks, size_t block_size, kernels::DType type)
-    : type_(type), n_blocks_(n_blocks), block_size_(block_size), row_elems_(size_t{config.n_kv_heads} * config.head_dim) {
+    : type_(type), n_layers_(config.n_layers), n_blocks_(n_blocks), block_size_(block_size), row_elems_(size_t{config.n_kv_heads} * config.head_dim) {
   if (n_blocks == 0 || block_size == 0) throw Error(kExitUsage, "KV cache: need at least one block of one slot");
   if (n_blocks >= kNoParent) throw Error(kExitUsage, "KV cache: too many blocks");
   if (type != kernels::DType::f16 && type != kernels::DType::q8_0)
@@ -41,6 +41,11 @@ uint32_t KvCache::take_block() {
     for (auto [it, end] = index_.equal_range(k); it != end; ++it)
       if (it->second == b) {
         index_.erase(it);
+        break;
+      }
+    for (auto [it, end] = children_.equal_range(child_key(p.parent, p.parent_generation)); it != end; ++it)
+      if (it->second == b) {
+        children_.erase(it);
         break;
       }
     p = {};
@@ -105,7 +110,47 @@ size_t KvCache::share_prefix(Sequence& seq, std::span<const int32_t> tokens) {
     parent = *b;
   }
   seq.length = seq.blocks.size() * block_size_;
+  seq.length += share_partial(seq, parent, tokens.subspan(seq.length));
   return seq.length;
+}
+
+// The published child of `parent` whose tokens start like `rest` for the most positions (at most
+// rest.size() - 1): those positions copied into a new block of `seq`. Returns how many.
+size_t KvCache::share_partial(Sequence& seq, uint32_t parent, std::span<const int32_t> rest) {
+  if (rest.size() < 2) return 0;
+  const size_t limit = std::min(block_size_, rest.size() - 1);
+  const uint32_t parent_generation = parent == kNoParent ? 0 : generation_[parent];
+  uint32_t source = kNoParent;
+  size_t best = 0;
+  for (auto [it, end] = children_.equal_range(child_key(parent, parent_generation)); it != end; ++it) {
+    const Published& p = published_[it->second];
+    if (!p.valid || p.parent != parent || p.parent_generation != parent_generation) continue;
+    size_t m = 0;
+    while (m < limit && p.tokens[m] == rest[m]) ++m;
+    if (m > best) {
+      best = m;
+      source = it->second;
+    }
+  }
+  if (best == 0) return 0;
+  // the source must survive taking a block: hold it while one is taken
+  if (refs_[source]++ == 0) {
+    lru_.erase(lru_pos_[source]);
+    lru_pos_[source] = lru_.end();
+  }
+  const bool room = !free_.empty() || !lru_.empty();
+  if (room) {
+    const uint32_t b = take_block();
+    for (size_t layer = 0; layer < n_layers_; ++layer) {
+      const size_t to = ((layer * n_blocks_ + b) * block_size_) * row_bytes_;
+      const size_t from = ((layer * n_blocks_ + source) * block_size_) * row_bytes_;
+      std::copy_n(k_.data() + from, best * row_bytes_, k_.data() + to);
+      std::copy_n(v_.data() + from, best * row_bytes_, v_.data() + to);
+    }
+    seq.blocks.push_back(b);
+  }
+  if (--refs_[source] == 0) lru_pos_[source] = lru_.insert(lru_.end(), source);
+  return room ? best : 0;
 }
 
 void KvCache::publish_prefix(const Sequence& seq, std::span<const int32_t> tokens) {
@@ -121,6 +166,7 @@ void KvCache::publish_prefix(const Sequence& seq, std::span<const int32_t> token
     published_[b] = {true, parent, parent == kNoParent ? 0 : generation_[parent],
                      std::vector<int32_t>(block_tokens.begin(), block_tokens.end())};
     index_.emplace(key(parent, block_tokens), b);
+    children_.emplace(child_key(parent, published_[b].parent_generation), b);
   }
 }
 

@@ -100,6 +100,18 @@ struct Served {
   ServedModel info;
   std::vector<int32_t> stop_ids;  // EOS and end-of-turn ids
   std::unique_ptr<Scheduler> scheduler;
+  const std::string& id() const { return info.names.front(); }
+  bool serves(std::string_view name) const {
+    return std::find(info.names.begin(), info.names.end(), name) != info.names.end();
+  }
+  // "model 'x' does not exist; this server serves 'a' (also 'b')"
+  ApiError unknown_model(std::string_view name) const {
+    std::string also;
+    for (size_t i = 1; i < info.names.size(); ++i) also += fmt::format("{}'{}'", also.empty() ? " (also " : ", ", info.names[i]);
+    if (!also.empty()) also += ")";
+    return ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'{}", name, id(), also), "model",
+                    "model_not_found");
+  }
 };
 
 struct Server::Impl {
@@ -231,7 +243,7 @@ void Server::Impl::health(httplib::Response& res) const {
   const auto m = model();
   const char* status = draining ? "draining" : m ? "ok" : "loading";
   send_json(res, 200, {{"status", status},
-                       {"model", m ? json(m->info.name) : json(nullptr)},
+                       {"model", m ? json(m->id()) : json(nullptr)},
                        {"version", opt.version},
                        {"uptime_seconds", std::chrono::duration<double>(Clock::now() - started).count()}});
 }
@@ -242,16 +254,18 @@ void Server::Impl::models(const httplib::Request& req, httplib::Response& res) c
     res.set_header("Retry-After", "5");
     return send_error(res, ApiError(503, "the model is still loading", "", "model_loading", "server_error"));
   }
-  const json card{{"id", m->info.name}, {"object", "model"},
-                  {"created", unix_now() - static_cast<int64_t>(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count())},
-                  {"owned_by", "autoglm-deploy"}, {"max_model_len", m->info.context_length}};
+  const int64_t created = unix_now() - static_cast<int64_t>(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count());
+  auto card = [&](const std::string& name) {
+    return json{{"id", name}, {"object", "model"}, {"created", created}, {"owned_by", "autoglm-deploy"},
+                {"root", m->id()}, {"max_model_len", m->info.context_length}};
+  };
   if (req.matches.size() > 1) {
-    if (req.matches[1] != m->info.name)
-      return send_error(res, ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'",
-                                                       req.matches[1].str(), m->info.name), "model", "model_not_found"));
-    return send_json(res, 200, card);
+    if (!m->serves(req.matches[1].str())) return send_error(res, m->unknown_model(req.matches[1].str()));
+    return send_json(res, 200, card(req.matches[1].str()));
   }
-  send_json(res, 200, {{"object", "list"}, {"data", json::array({card})}});
+  json data = json::array();
+  for (const std::string& name : m->info.names) data.push_back(card(name));
+  send_json(res, 200, {{"object", "list"}, {"data", std::move(data)}});
 }
 
 void Server::Impl::install_routes() {
@@ -371,10 +385,10 @@ image::ProcessorConfig request_processor(const ApiRequest& r, const image::Proce
 // prefix-cache key.
 void add_images(const ApiRequest& r, const Served& m, const config::ServiceConfig& service, GenerationRequest& g) {
   const ServedModel& info = m.info;
-  const size_t max_images = static_cast<size_t>(service.max_images_per_request);
+  const size_t max_images = info.max_images_per_request;
   if (r.images.size() > max_images)
     throw ApiError(400, fmt::format("the request holds {} images; this server takes at most {} per request "
-                                    "(service.max_images_per_request)", r.images.size(), max_images),
+                                    "(vision.max_images_per_request)", r.images.size(), max_images),
                    r.images[max_images].param, "too_many_images");
   const image::ProcessorConfig processor = request_processor(r, info.processor);
   std::vector<vision::PatchGrid> grids;
@@ -384,6 +398,7 @@ void add_images(const ApiRequest& r, const Served& m, const config::ServiceConfi
     const PromptImage& image = g.images.back();
     grids.push_back(image.grid);
     hashes.push_back(vision::image_hash(image.patches.data(), image.grid, info.vision->config.patch_dim()));
+    g.images.back().hash = hashes.back();
   }
   vision::MultimodalPrompt mp;
   try {
@@ -482,9 +497,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
   GenerationRequest g;
   try {
     r = parse_request(endpoint, req.body);
-    if (!r.model.empty() && r.model != m->info.name && endpoint != Endpoint::infer)
-      throw ApiError(404, fmt::format("model '{}' does not exist; this server serves '{}'", r.model, m->info.name),
-                     "model", "model_not_found");
+    if (!r.model.empty() && !m->serves(r.model) && endpoint != Endpoint::infer) throw m->unknown_model(r.model);
     g.prompt = prompt_ids(r, *m);
     if (!r.images.empty())
       add_images(r, *m, opt.service, g);
@@ -517,7 +530,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
 
   const Tokenizer* tok = m->info.tokenizer;
   TokenText text_of = [tok](int32_t id) { return tok->token_piece(id); };
-  ResponseMeta meta{(endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-") + random_hex(24), unix_now(), m->info.name};
+  ResponseMeta meta{(endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-") + random_hex(24), unix_now(), m->id()};
   const bool logprobs = r.logprobs >= 0;
 
   if (r.stream) {
@@ -586,7 +599,7 @@ void Server::Impl::generate(Endpoint endpoint, const httplib::Request& req, http
   json tokens = json::array();
   for (const GeneratedToken& t : out.tokens) tokens.push_back(t.id);
   send_json(res, 200, {{"text", out.text}, {"tokens", tokens}, {"finish_reason", finish_reason_name(reason)},
-                       {"model", m->info.name}, {"usage", usage_json(usage)}});
+                       {"model", m->id()}, {"usage", usage_json(usage)}});
 }
 
 // ---- lifecycle ---------------------------------------------------------------------------------------
@@ -627,6 +640,7 @@ int Server::start() {
 }
 
 void Server::attach(const ServedModel& model) {
+  if (model.names.empty()) throw Error(kExitUsage, "server: the served model needs at least one name");
   auto served = std::make_shared<Served>();
   served->info = model;
   const Tokenizer& tok = *model.tokenizer;
@@ -641,6 +655,8 @@ void Server::attach(const ServedModel& model) {
   so.block_size = model.kv_block_size;
   so.kv_type = model.kv_type;
   so.threads = model.threads;
+  so.prefix_cache = model.prefix_cache;
+  so.encoder_cache_bytes = model.encoder_cache_bytes;
   served->scheduler = std::make_unique<Scheduler>(*model.model, tok, so, model.vision);
   impl_->served.store(served);
 }

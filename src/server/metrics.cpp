@@ -89,6 +89,11 @@ std::string Metrics::render(const LiveGauges& live) const {
           static_cast<double>(live.scheduler.images_encoded));
   counter(out, "autoglm_images_cached_total", "Images whose tokens all came from the prefix cache (not encoded).",
           static_cast<double>(live.scheduler.images_cached));
+  counter(out, "autoglm_image_encoder_cache_hits_total",
+          "Images whose vision tower output came from the encoder cache (same image content seen before).",
+          static_cast<double>(live.scheduler.encoder_cache_hits));
+  gauge(out, "autoglm_image_encoder_cache_bytes", "Bytes of image embeddings held by the encoder cache.",
+        static_cast<double>(live.scheduler.encoder_cache_bytes));
   counter(out, "autoglm_image_encode_seconds_total", "Seconds spent in the vision tower.", live.scheduler.image_encode_seconds);
   counter(out, "autoglm_engine_step_seconds_total", "Seconds spent in engine steps.", live.scheduler.engine_seconds);
   counter(out, "autoglm_decode_steps_total", "Engine steps that only generated (no prompt tokens).",

@@ -26,12 +26,14 @@ std::optional<double> number(const json& body, const char* name, double lo, doub
   return x;
 }
 
-std::optional<int64_t> integer(const json& body, const char* name, int64_t lo, int64_t hi) {
+// `parent` names the object the field sits in ("mm_processor_kwargs."), for the message and param.
+std::optional<int64_t> integer(const json& body, const char* name, int64_t lo, int64_t hi, std::string_view parent = {}) {
   const json* v = field(body, name);
   if (!v) return std::nullopt;
-  if (!v->is_number_integer()) throw bad(name, fmt::format("'{}' must be an integer", name));
+  const std::string param = std::string(parent) + name;
+  if (!v->is_number_integer()) throw bad(param, fmt::format("'{}' must be an integer", param));
   const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : v->get<int64_t>();
-  if (x < lo || x > hi) throw bad(name, fmt::format("'{}' must be between {} and {}, got {}", name, lo, hi, x));
+  if (x < lo || x > hi) throw bad(param, fmt::format("'{}' must be between {} and {}, got {}", param, lo, hi, x));
   return x;
 }
 
@@ -149,8 +151,8 @@ void parse_processor_kwargs(const json& body, ApiRequest& r) {
     if (key != "min_pixels" && key != "max_pixels")
       throw bad("mm_processor_kwargs." + key, fmt::format("'mm_processor_kwargs.{}' is not supported (min_pixels, max_pixels)", key));
   constexpr int64_t kMost = int64_t{1} << 28;
-  if (auto v = integer(*k, "min_pixels", 1, kMost)) r.min_pixels = static_cast<uint64_t>(*v);
-  if (auto v = integer(*k, "max_pixels", 1, kMost)) r.max_pixels = static_cast<uint64_t>(*v);
+  if (auto v = integer(*k, "min_pixels", 1, kMost, "mm_processor_kwargs.")) r.min_pixels = static_cast<uint64_t>(*v);
+  if (auto v = integer(*k, "max_pixels", 1, kMost, "mm_processor_kwargs.")) r.max_pixels = static_cast<uint64_t>(*v);
 }
 
 std::vector<int32_t> token_ids(const json& v, const std::string& param) {

@@ -107,6 +107,7 @@ Scheduler::Scheduler(const model::Model& model, const Tokenizer& tokenizer, Sche
       engine_(model, cache_, {options.threads, std::max(options.max_step_tokens, options.prefill_tokens_while_decoding) +
                                                    options.max_sequences}),
       encoder_(vision ? std::make_unique<vision::VisionEncoder>(*vision, engine_.pool()) : nullptr),
+      encoder_cache_(options.encoder_cache_bytes),
       vocab_size_(model.config.vocab_size) {
   if (options_.max_sequences == 0 || options_.kv_blocks == 0 || options_.max_step_tokens == 0 ||
       options_.prefill_tokens_while_decoding == 0)
@@ -166,6 +167,8 @@ SchedulerStats Scheduler::stats() const {
   s.cached_prompt_tokens = cached_total_;
   s.images_encoded = images_encoded_;
   s.images_cached = images_cached_;
+  s.encoder_cache_hits = encoder_cache_hits_;
+  s.encoder_cache_bytes = encoder_cache_held_;
   s.image_encode_seconds = image_encode_seconds_;
   s.engine_seconds = engine_seconds_;
   s.decode_steps = decode_steps_;
@@ -239,7 +242,7 @@ void Scheduler::admit_waiting() {
   while (!waiting_.empty() && running_.size() < options_.max_sequences) {
     Active& a = *waiting_.front();
     // the cached K/V of a prompt prefix another request computed (e.g. the same system prompt)
-    const size_t shared = cache_.share_prefix(a.seq, a.key());
+    const size_t shared = options_.prefix_cache ? cache_.share_prefix(a.seq, a.key()) : 0;
     if (!cache_.reserve(a.seq, a.req.prompt.size() + a.req.max_tokens)) {  // FIFO: wait for room
       cache_.release(a.seq);
       break;
@@ -330,7 +333,7 @@ void Scheduler::run_step() {
     if (!a.decoding()) {
       a.prefilled += items_[i].tokens.size();
       prompt_tokens += items_[i].tokens.size();
-      cache_.publish_prefix(a.seq, a.key().first(a.prefilled));
+      if (options_.prefix_cache) cache_.publish_prefix(a.seq, a.key().first(a.prefilled));
       if (!a.decoding()) continue;  // more prompt to go
     }
     accept_token(a, std::span(logits_).subspan(i * vocab_size_, vocab_size_));
@@ -365,8 +368,7 @@ void Scheduler::encode_images(Active& a) {
     if (needed(image)) total += image.place.n_tokens();
   a.embeds.assign(total * out_dim, 0.0f);
   a.rows.assign(a.req.prompt.size(), nullptr);
-  std::vector<float> out;
-  size_t row = 0, encoded = 0, cached = 0;
+  size_t row = 0, encoded = 0, cached = 0, hits = 0;
   const auto started = Clock::now();
   try {
     for (const PromptImage& image : a.req.images) {
@@ -375,12 +377,20 @@ void Scheduler::encode_images(Active& a) {
         ++cached;
         continue;
       }
-      encoder_->encode(image.patches.data(), image.grid, out);
-      if (out.size() != n * out_dim) throw Error(kExitCheckFailed, "the vision tower returned the wrong number of rows");
-      std::copy(out.begin(), out.end(), a.embeds.begin() + static_cast<std::ptrdiff_t>(row * out_dim));
+      EncoderCache::Rows out = image.hash ? encoder_cache_.find(image.hash) : nullptr;
+      if (out && out->size() == n * out_dim) {
+        ++hits;
+      } else {
+        auto fresh = std::make_shared<std::vector<float>>();
+        encoder_->encode(image.patches.data(), image.grid, *fresh);
+        if (fresh->size() != n * out_dim) throw Error(kExitCheckFailed, "the vision tower returned the wrong number of rows");
+        out = std::move(fresh);
+        if (image.hash) encoder_cache_.insert(image.hash, out);
+        ++encoded;
+      }
+      std::copy(out->begin(), out->end(), a.embeds.begin() + static_cast<std::ptrdiff_t>(row * out_dim));
       for (size_t j = 0; j < n; ++j) a.rows[image.place.first + j] = a.embeds.data() + (row + j) * out_dim;
       row += n;
-      ++encoded;
     }
   } catch (const std::exception& e) {
     retire(a, FinishReason::error, std::string("image encoding failed: ") + e.what());
@@ -391,6 +401,8 @@ void Scheduler::encode_images(Active& a) {
   std::lock_guard lock(mu_);
   images_encoded_ += encoded;
   images_cached_ += cached;
+  encoder_cache_hits_ += hits;
+  encoder_cache_held_ = encoder_cache_.bytes();
   image_encode_seconds_ += seconds;
 }
 

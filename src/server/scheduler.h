@@ -18,6 +18,7 @@
 #include "autoglm/sampling.h"
 #include "autoglm/tokenizer.h"
 #include "autoglm/vision.h"
+#include "encoder_cache.h"
 
 namespace autoglm::server {
 
@@ -44,6 +45,7 @@ struct PromptImage {
   std::vector<float> patches;     // [grid.n_patches()][patch_dim], the processor's order
   vision::PatchGrid grid;
   engine::ImagePlacement place;   // its tokens in the prompt
+  uint64_t hash = 0;              // vision::image_hash of the patches: the encoder cache's key
 };
 
 struct GenerationRequest {
@@ -110,6 +112,8 @@ struct SchedulerOptions {
   int threads = 0;              // engine threads; 0 = all
   size_t max_step_tokens = 512;            // prefill chunk when nothing is generating
   size_t prefill_tokens_while_decoding = 128;  // prefill per step next to running generations
+  bool prefix_cache = true;                 // share the KV of prompt prefixes between requests
+  uint64_t encoder_cache_bytes = 0;         // vision tower outputs kept by image hash; 0 = none
 };
 
 struct SchedulerStats {
@@ -119,6 +123,8 @@ struct SchedulerStats {
   uint64_t cached_prompt_tokens = 0;                 // prompt positions reused from the prefix cache
   uint64_t images_encoded = 0;                       // images run through the vision tower
   uint64_t images_cached = 0;                        // images whose tokens all came from the prefix cache
+  uint64_t encoder_cache_hits = 0;                   // images whose tower output came from the encoder cache
+  uint64_t encoder_cache_bytes = 0;                  // held by the encoder cache now
   double image_encode_seconds = 0;
   double generation_tokens_per_second = 0;           // over the last 10 seconds
   // Time inside engine steps, and the steps that only generated (no prompt tokens): how fast the
@@ -164,6 +170,7 @@ class Scheduler {
   engine::KvCache cache_;
   engine::Engine engine_;
   std::unique_ptr<vision::VisionEncoder> encoder_;
+  EncoderCache encoder_cache_;
   size_t vocab_size_;
 
   mutable std::mutex mu_;
@@ -177,7 +184,7 @@ class Scheduler {
   uint64_t prompt_total_ = 0, generated_total_ = 0, cached_total_ = 0;
   double engine_seconds_ = 0, decode_step_seconds_ = 0;
   uint64_t decode_steps_ = 0, decode_step_tokens_ = 0;
-  uint64_t images_encoded_ = 0, images_cached_ = 0;
+  uint64_t images_encoded_ = 0, images_cached_ = 0, encoder_cache_hits_ = 0, encoder_cache_held_ = 0;
   double image_encode_seconds_ = 0;
   std::deque<std::pair<Clock::time_point, size_t>> recent_;  // (step end, tokens generated)
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # ctest driver for test_openai_compat.py: BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL (GGUF file or HF folder)
+# [SCRIPT] (another test of this folder run the same way, e.g. test_open_autoglm.py)
 # Creates (once) a virtualenv at BUILD_DIR/python-venv with the official `openai` package, then runs
 # the test with it. Exit 77 = skipped (no PyPI access outside CI; CI=true fails instead).
 set -euo pipefail
-if [ $# -ne 3 ]; then
-  echo "usage: $0 BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL" >&2
+if [ $# -ne 3 ] && [ $# -ne 4 ]; then
+  echo "usage: $0 BUILD_DIR AUTOGLM_DEPLOY_BINARY MODEL [SCRIPT]" >&2
   exit 2
 fi
-build_dir=$1 binary=$2 model=$3
+build_dir=$1 binary=$2 model=$3 script=${4:-test_openai_compat.py}
 here=$(cd "$(dirname "$0")" && pwd)
 venv="$build_dir/python-venv"
 
@@ -52,4 +53,4 @@ fi
 flock -u 9
 exec 9>&-
 
-exec "$venv/bin/python" "$here/test_openai_compat.py" "$binary" "$model"
+exec "$venv/bin/python" "$here/$script" "$binary" "$model"

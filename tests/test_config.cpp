@@ -177,6 +177,7 @@ vision:
   max_images_per_request: 3
   target_encode_seconds: 2.5
   encoder_cache_size: 1GiB
+  quantization: as_stored
 health:
   heartbeat_interval: 250ms
 )");
@@ -199,6 +200,7 @@ health:
   EXPECT_EQ(c.vision.target_encode_ms, 2500u);
   EXPECT_EQ(c.vision.encoder_cache_size, uint64_t{1} << 30);
   EXPECT_FALSE(c.runtime.prefix_cache);
+  EXPECT_EQ(c.vision.quantization, VisionQuantization::kAsStored);
   EXPECT_EQ(c.model.url, "https://huggingface.co/x/y/resolve/main/m.gguf");
   EXPECT_EQ(c.model.mmproj, fs::path("/models/mmproj-F16.gguf"));
   EXPECT_EQ(c.model.sha256, "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
@@ -571,6 +573,10 @@ TEST(Overrides, MmprojAndImageLimit) {
             "--max-images: vision.max_images_per_request: expected an integer 0..64 (0 = refuse images), got 65");
   EXPECT_EQ(default_config().vision.max_images_per_request, 10);  // vLLM's --limit-mm-per-prompt in Open-AutoGLM
   EXPECT_TRUE(default_config().runtime.prefix_cache);
+  EXPECT_EQ(default_config().vision.quantization, VisionQuantization::kAuto);
+  apply_override(c, "vision.quantization", "q8_0", "--vision-quantization");  // a key model: has too
+  EXPECT_EQ(c.vision.quantization, VisionQuantization::kQ8_0);
+  EXPECT_EQ(c.model.quantization, Quantization::kAuto);
   EXPECT_FALSE(default_config().service.allow_remote_images);
   EXPECT_TRUE(default_config().service.allowed_local_media_path.empty());
   EXPECT_EQ(error("vision:\n  min_pixels: 200000\n  max_pixels: 100000\n"),

@@ -16,11 +16,15 @@ namespace autoglm::config {
 enum class Quantization { kAuto, kF16, kBF16, kQ8_0, kQ4_0, kQ4_K };
 enum class Backend { kAuto, kCpu, kCuda };
 enum class KvCacheType { kF16, kQ8_0 };
+// The vision tower's matrices: auto = Q8_0 when stored as floats and served from the CPU (int8
+// products; several times faster there), else as model.quantization says.
+enum class VisionQuantization { kAuto, kAsStored, kQ8_0 };
 
 // The names the YAML file uses: "q4_k", "cuda", "q8_0".
 std::string_view to_string(Quantization q);
 std::string_view to_string(Backend b);
 std::string_view to_string(KvCacheType t);
+std::string_view to_string(VisionQuantization q);
 
 // "1000/min": at most `requests` requests in every window of `per_ms` milliseconds.
 struct RateLimit {
@@ -77,6 +81,7 @@ struct VisionConfig {
   int max_images_per_request = 10;  // image parts one request may hold; 0 = refuse images
   uint64_t target_encode_ms = 0;    // check-hardware: the max_pixels whose screenshot encodes in this time; 0 = none
   uint64_t encoder_cache_size = 512ull << 20;  // bytes of image embeddings kept by content hash; 0 = off
+  VisionQuantization quantization = VisionQuantization::kAuto;
   bool operator==(const VisionConfig&) const = default;
 };
 

@@ -161,12 +161,19 @@ model::LoadOptions load_options(const config::Config& cfg, const fs::path& model
   return o;
 }
 
-// The vision tower is quantized at load by model.quantization whatever the text model's format: an
-// mmproj is usually shipped as F16, and the int8 tower is the fast one on CPUs.
+// The vision tower is quantized at load whatever the text model's format (an mmproj is usually
+// shipped as F16): vision.quantization q8_0, a quantized model.quantization, or by default (auto) on
+// the CPU, where the int8 tower is several times faster than the float one. as_stored keeps it.
 model::LoadOptions vision_load_options(const config::Config& cfg, model::LoadOptions o) {
+  const config::VisionQuantization v = cfg.vision.quantization;
+  if (v == config::VisionQuantization::kAsStored) {
+    o.quantize_to.reset();
+    return o;
+  }
   const config::Quantization q = cfg.model.quantization;
-  if (q == config::Quantization::kQ8_0 || q == config::Quantization::kQ4_0 || q == config::Quantization::kQ4_K)
-    o.quantize_to = model::parse_quantize_type(config::to_string(q));
+  if (q == config::Quantization::kQ8_0 || q == config::Quantization::kQ4_0 || q == config::Quantization::kQ4_K ||
+      v == config::VisionQuantization::kQ8_0 || cfg.runtime.backend != config::Backend::kCuda)
+    o.quantize_to = kernels::DType::q8_0;  // the tower's int8 path takes Q8_0 for every quantized type
   return o;
 }
 

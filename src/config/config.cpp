@@ -36,8 +36,8 @@ constexpr std::array<std::string_view, 14> kServiceKeys{
     "allowed_local_media_path"};
 constexpr std::array<std::string_view, 7> kModelKeys{
     "path", "url", "sha256", "quantization", "context_length", "chat_template", "mmproj"};
-constexpr std::array<std::string_view, 5> kVisionKeys{
-    "min_pixels", "max_pixels", "max_images_per_request", "target_encode_seconds", "encoder_cache_size"};
+constexpr std::array<std::string_view, 6> kVisionKeys{
+    "min_pixels", "max_pixels", "max_images_per_request", "target_encode_seconds", "encoder_cache_size", "quantization"};
 constexpr std::array<std::string_view, 8> kRuntimeKeys{
     "backend", "devices", "threads", "max_batch_size", "kv_cache_budget", "kv_cache_type", "repack_weights",
     "prefix_cache"};
@@ -99,6 +99,8 @@ constexpr std::array<Named<Backend>, 3> kBackends{
     {{Backend::kAuto, "auto"}, {Backend::kCpu, "cpu"}, {Backend::kCuda, "cuda"}}};
 constexpr std::array<Named<KvCacheType>, 2> kKvCacheTypes{
     {{KvCacheType::kF16, "f16"}, {KvCacheType::kQ8_0, "q8_0"}}};
+constexpr std::array<Named<VisionQuantization>, 3> kVisionQuantizations{
+    {{VisionQuantization::kAuto, "auto"}, {VisionQuantization::kAsStored, "as_stored"}, {VisionQuantization::kQ8_0, "q8_0"}}};
 constexpr std::array<Named<bool>, 2> kBooleans{{{true, "true"}, {false, "false"}}};
 constexpr std::array<std::string_view, 5> kTemplateNames{"glm4", "glm4v", "llama3", "chatml", "llama2"};
 
@@ -651,6 +653,8 @@ void read_vision(Reader& r, const Entry& e, VisionConfig& v) {
     set(v.target_encode_ms, r.measure(e, kTargetEncode, parse_seconds_ms));
   } else if (key == "encoder_cache_size") {
     set(v.encoder_cache_size, r.measure(e, kEncoderCache, parse_size));
+  } else if (key == "quantization") {
+    set(v.quantization, r.choice(e, kVisionQuantizations));
   }
 }
 
@@ -862,6 +866,7 @@ YAML::Node load_document(const std::string& text, const std::string& file_name) 
 std::string_view to_string(Quantization q) { return name_of(kQuantizations, q); }
 std::string_view to_string(Backend b) { return name_of(kBackends, b); }
 std::string_view to_string(KvCacheType t) { return name_of(kKvCacheTypes, t); }
+std::string_view to_string(VisionQuantization q) { return name_of(kVisionQuantizations, q); }
 
 std::string Problem::to_string() const {
   if (line > 0) return fmt::format("{}:{}:{}: {}", file, line, column, message);
@@ -925,8 +930,8 @@ void apply_override(Config& config, std::string_view field, std::string_view val
   const size_t dot = field.find('.');
   const std::string_view section = field.substr(0, dot);
   const std::string_view key = dot == std::string_view::npos ? "" : field.substr(dot + 1);
-  auto home = section_of(key);
-  if (!home || *home != section)
+  const auto home = std::find_if(kSections.begin(), kSections.end(), [&](const Section& s) { return s.name == section; });
+  if (home == kSections.end() || !contains(home->keys, key))
     throw std::invalid_argument(fmt::format("apply_override: no config field '{}'", field));
 
   YAML::Node node{std::string(value)};

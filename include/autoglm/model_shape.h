@@ -38,8 +38,11 @@ struct TensorSize {
 // image. Its weights are among ModelShape::tensors.
 struct VisionShape {
   uint32_t depth = 0, d_model = 0, ffn_dim = 0, out_dim = 0;
+  uint32_t n_heads = 0, merger_ffn_dim = 0;  // for timing it (check-hardware's screenshot estimate)
   uint32_t patch_size = 14, merge = 2;
+  uint64_t min_pixels = 0;      // the processor's shortest_edge; 0 when unknown
   uint64_t max_pixels = 0;      // the processor's longest_edge; 0 when unknown
+  double bytes_per_weight = 0;  // of its block matrices as stored (2: f16/bf16, ~1.06: Q8_0)
   uint64_t params = 0;          // of its tensors
   uint64_t patches(uint64_t pixels) const { return pixels / (uint64_t{patch_size} * patch_size); }
   uint64_t tokens(uint64_t pixels) const { return patches(pixels) / (uint64_t{merge} * merge); }

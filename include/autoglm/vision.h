@@ -54,6 +54,10 @@ class VisionModel {
   // llama.cpp's mmproj GGUF with clip.projector_type = glm4v.
   static std::unique_ptr<VisionModel> load_mmproj(const std::filesystem::path& path,
                                                   const model::LoadOptions& options = {});
+  // A tower of `config`'s shape (depth, widths, merger) with random weights stored as `stored`
+  // (f32, f16 or bf16), loaded with `options` like a checkpoint: for measuring its speed.
+  static std::unique_ptr<VisionModel> random(const VisionConfig& config, kernels::DType stored,
+                                             const model::LoadOptions& options = {}, uint64_t seed = 1);
   // True when the folder's config.json describes a vision tower (vision_config).
   static bool folder_has_vision(const std::filesystem::path& folder);
   VisionModel(const VisionModel&) = delete;
@@ -128,6 +132,25 @@ class VisionEncoder {
   std::vector<uint8_t> kq_, vq_;
   std::vector<float> vt_, qt_, scores_, probs_, ot_;
 };
+
+// ---- how long the tower takes on this machine ----------------------------------------------------
+
+// An image's encode time from a measurement: per block, `per_patch` seconds for each patch (its
+// matrices, norms, rotations) and `per_pair` for each (query, key) pair of a frame (attention);
+// once per image, `fixed_per_patch` for the patch embedding and the merger.
+struct EncodeCost {
+  uint32_t depth = 0;
+  double per_patch = 0, per_pair = 0, fixed_per_patch = 0;
+  std::string weight_type;   // of the measured matrices ("Q8_0", "BF16")
+  double seconds(PatchGrid grid) const;
+};
+
+// Times a random one-block tower of `config`'s widths stored as `stored` and loaded with `options`
+// (as the server would load the real one) on two patch grids (1024 and 4096 patches at merge 2),
+// with `threads` threads; the block's share of the linear time is split from the merger's by their
+// multiply-adds. Takes a few seconds at GLM-4.1V-9B's size on two cores.
+EncodeCost measure_encode_cost(const VisionConfig& config, kernels::DType stored, const model::LoadOptions& options,
+                               int threads);
 
 // ---- prompts with images -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@
 #include "autoglm/model_shape.h"
 #include "autoglm/preflight.h"
 #include "commands.h"
+#include "screenshot_estimate.h"
 #include "service.h"
 
 namespace autoglm::cli {
@@ -24,6 +25,7 @@ struct CheckHardwareOptions {
   std::string disk;
   std::string mmproj;
   uint64_t max_image_pixels = 0;
+  double target_encode_seconds = 0;
   uint32_t context = 0;
   uint32_t batch = 1;
   bool gpu = false;
@@ -86,12 +88,19 @@ int run_check_hardware(const CheckHardwareOptions& o) {
   const hardware::HardwareReport hw = hardware::probe(probe);
 
   std::optional<preflight::FitReport> fit;
+  std::optional<ScreenshotEstimate> screenshot;
   std::string mmproj = o.mmproj;
   if (mmproj.empty() && o.model.empty() && cfg) mmproj = cfg->model.mmproj.string();
   if (!model_path.empty()) {
     model::ModelShape shape = model::read_model_shape(model_path);
     if (!mmproj.empty()) model::add_mmproj(shape, mmproj);
     fit = preflight::plan(shape, devices_of(hw), request);
+    if (shape.vision) {
+      config::Config vision_cfg = cfg ? *cfg : config::default_config();
+      if (o.target_encode_seconds > 0) vision_cfg.vision.target_encode_ms = static_cast<uint64_t>(o.target_encode_seconds * 1000 + 0.5);
+      const int threads = vision_cfg.runtime.threads ? vision_cfg.runtime.threads : hw.cpu.physical_cores.value_or(0);
+      screenshot = estimate_screenshot(shape, vision_cfg, o.max_image_pixels, threads);
+    }
   }
 
   std::vector<std::string> failures;
@@ -103,6 +112,7 @@ int run_check_hardware(const CheckHardwareOptions& o) {
   if (o.json) {
     nlohmann::json j = hardware::to_json(hw);
     j["fit"] = fit ? preflight::to_json(*fit) : nlohmann::json(nullptr);
+    if (screenshot) j["screenshot"] = to_json(*screenshot);
     j["ok"] = failures.empty();
     j["failures"] = failures;
     if (!note.empty()) j["note"] = note;
@@ -110,6 +120,7 @@ int run_check_hardware(const CheckHardwareOptions& o) {
   } else {
     fmt::print("{}", hardware::render_text(hw));
     if (fit) fmt::print("\nModel fit\n{}", preflight::render_text(*fit));
+    if (screenshot) fmt::print("\nVision tower\n{}", render_text(*screenshot));
     if (!note.empty()) fmt::print("\n{}\n", note);
     fmt::print("\nResult: {}\n", failures.empty() ? "OK" : "FAIL — " + fmt::format("{}", fmt::join(failures, "; ")));
   }
@@ -136,6 +147,9 @@ void add_check_hardware_command(CLI::App& app, Runner& run) {
   cmd->add_option("--mmproj", o->mmproj, "llama.cpp's vision projector GGUF beside a text GGUF: its tower is priced too");
   cmd->add_option("--max-image-pixels", o->max_image_pixels,
                   "Vision models: the largest image to price (default: the processor's max pixels)");
+  cmd->add_option("--target-encode-seconds", o->target_encode_seconds,
+                  "Vision models: the max_pixels whose 1080x2400 screenshot encodes within this time here "
+                  "(default: vision.target_encode_seconds of --config)");
   cmd->add_option("--context", o->context, "Context length in tokens (default: the model's own)");
   cmd->add_option("--batch", o->batch, "Sequences holding a full context at once (default 1)");
   cmd->add_option("--kv-cache-type", o->kv_cache_type, "f16 (default) or q8_0");

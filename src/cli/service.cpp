@@ -1,5 +1,6 @@
 // serve and deploy: resolve the model, check it, load it, serve it until SIGTERM/SIGINT.
 #include "service.h"
+#include "screenshot_estimate.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -113,6 +114,10 @@ void preflight_check(const config::Config& cfg, const fs::path& model_path, bool
   model::ModelShape shape = model::read_model_shape(model_path);
   if (!cfg.model.mmproj.empty() && fs::exists(cfg.model.mmproj)) model::add_mmproj(shape, cfg.model.mmproj);
   const preflight::FitReport fit = preflight::plan(shape, devices_of(hw), request);
+  if (shape.vision) {
+    const int threads = cfg.runtime.threads ? cfg.runtime.threads : hw.cpu.physical_cores.value_or(0);
+    if (auto e = estimate_screenshot(shape, cfg, 0, threads)) spdlog::info("preflight: vision\n{}", render_text(*e));
+  }
   if (fit.requirement_met) {
     spdlog::info("preflight: the model fits ({})", fit.recommendation);
     return;
@@ -161,6 +166,8 @@ model::LoadOptions load_options(const config::Config& cfg, const fs::path& model
   return o;
 }
 
+}  // namespace
+
 // The vision tower is quantized at load whatever the text model's format (an mmproj is usually
 // shipped as F16): vision.quantization q8_0, a quantized model.quantization, or by default (auto) on
 // the CPU, where the int8 tower is several times faster than the float one. as_stored keeps it.
@@ -176,6 +183,8 @@ model::LoadOptions vision_load_options(const config::Config& cfg, model::LoadOpt
     o.quantize_to = kernels::DType::q8_0;  // the tower's int8 path takes Q8_0 for every quantized type
   return o;
 }
+
+namespace {
 
 struct KvPlan {
   size_t blocks = 0;

@@ -4,6 +4,7 @@
 
 #include "autoglm/config.h"
 #include "autoglm/hardware.h"
+#include "autoglm/model.h"
 #include "autoglm/preflight.h"
 
 namespace autoglm::cli {
@@ -21,5 +22,9 @@ int run_service(const config::Config& cfg, const ServiceRun& how);
 // The devices of a hardware report as the preflight sees them (shared with check-hardware).
 std::vector<preflight::DeviceMemory> devices_of(const hardware::HardwareReport& hw);
 bool has_usable_gpu(const hardware::HardwareReport& hw);
+
+// The options the vision tower loads with: quantized at load by vision.quantization / model.quantization
+// (a float tower served from the CPU becomes Q8_0 by default).
+model::LoadOptions vision_load_options(const config::Config& cfg, model::LoadOptions o);
 
 }  // namespace autoglm::cli

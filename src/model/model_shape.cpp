@@ -230,6 +230,8 @@ std::optional<VisionShape> hf_vision(const json& root, const fs::path& folder, c
   vs.out_dim = dimension(json_int(v, {"out_hidden_size"}), "vision_config.out_hidden_size", origin);
   // transformers' Glm4VisionMlp is out_hidden_size wide; intermediate_size is the merger's
   vs.ffn_dim = vs.out_dim;
+  if (auto h = json_int(v, {"num_heads"})) vs.n_heads = dimension(h, "vision_config.num_heads", origin);
+  if (auto f = json_int(v, {"intermediate_size"})) vs.merger_ffn_dim = dimension(f, "vision_config.intermediate_size", origin);
   if (auto p = json_int(v, {"patch_size"})) vs.patch_size = dimension(p, "vision_config.patch_size", origin);
   if (auto m = json_int(v, {"spatial_merge_size"})) vs.merge = dimension(m, "vision_config.spatial_merge_size", origin);
   const fs::path pp = folder / "preprocessor_config.json";
@@ -239,6 +241,8 @@ std::optional<VisionShape> hf_vision(const json& root, const fs::path& folder, c
     const json size = p.value("size", json::object());
     if (auto m = json_int(p, {"max_pixels"})) vs.max_pixels = static_cast<uint64_t>(std::max<int64_t>(*m, 0));
     else if (auto l = json_int(size, {"longest_edge"})) vs.max_pixels = static_cast<uint64_t>(std::max<int64_t>(*l, 0));
+    if (auto m = json_int(p, {"min_pixels"})) vs.min_pixels = static_cast<uint64_t>(std::max<int64_t>(*m, 0));
+    else if (auto l = json_int(size, {"shortest_edge"})) vs.min_pixels = static_cast<uint64_t>(std::max<int64_t>(*l, 0));
   }
   return vs;
 }
@@ -248,6 +252,15 @@ uint64_t vision_params(const ModelShape& s) {
   for (const TensorSize& t : s.tensors)
     if (t.name.starts_with("model.visual.") || t.name.starts_with("visual.") || t.name.starts_with("mmproj.")) n += t.n_elements;
   return n;
+}
+
+// Bytes per value of the tower's first block qkv matrix as stored; 0 when it is not there.
+double vision_bytes_per_weight(const ModelShape& s) {
+  for (const TensorSize& t : s.tensors)
+    if ((t.name == "model.visual.blocks.0.attn.qkv.weight" || t.name == "mmproj.v.blk.0.attn_qkv.weight") &&
+        t.n_elements && t.stored_bytes)
+      return static_cast<double>(t.stored_bytes) / static_cast<double>(t.n_elements);
+  return 0;
 }
 
 }  // namespace
@@ -269,11 +282,17 @@ void add_mmproj(ModelShape& s, const fs::path& mmproj) {
   vs.out_dim = dimension(file.get_int("clip.vision.projection_dim"), "clip.vision.projection_dim", origin);
   if (auto p = file.get_int("clip.vision.patch_size")) vs.patch_size = dimension(p, "clip.vision.patch_size", origin);
   vs.max_pixels = 9633792;  // the mmproj carries none: GLM-4.1V-9B's processor's, which the server uses
+  vs.min_pixels = 12544;
+  if (auto h = file.get_int("clip.vision.attention.head_count")) vs.n_heads = dimension(h, "clip.vision.attention.head_count", origin);
+  // llama.cpp's converter writes the merger's width as clip.vision.feed_forward_length
+  if (const gguf::TensorInfo* mg = file.find_tensor("mm.gate.weight"); mg && mg->dims.size() == 2)
+    vs.merger_ffn_dim = dimension(static_cast<int64_t>(mg->dims[1]), "mm.gate.weight", origin);
   for (const gguf::TensorInfo& t : file.tensors)
     s.tensors.push_back({"mmproj." + t.name, t.n_elements(), t.dims.size() >= 2, t.nbytes,
                          t.dims.size() >= 2 ? t.dims[0] : 0, "mmproj." + t.name});
   s.vision = vs;
   s.vision->params = vision_params(s);
+  s.vision->bytes_per_weight = vision_bytes_per_weight(s);
 }
 
 ModelShape read_model_shape(const fs::path& path) {
@@ -290,7 +309,10 @@ ModelShape read_model_shape(const fs::path& path) {
     s.name = path.filename().string();
     read_safetensors_tensors(s, path);
     s.vision = hf_vision(root, path, config.string());
-    if (s.vision) s.vision->params = vision_params(s);
+    if (s.vision) {
+      s.vision->params = vision_params(s);
+      s.vision->bytes_per_weight = vision_bytes_per_weight(s);
+    }
     return s;
   }
   if (path.filename() == "config.json") {

@@ -371,6 +371,71 @@ std::unique_ptr<VisionModel> VisionModel::load_hf(const fs::path& folder, const 
   return m;
 }
 
+std::unique_ptr<VisionModel> VisionModel::random(const VisionConfig& config, kernels::DType stored,
+                                                const model::LoadOptions& options, uint64_t seed) {
+  std::unique_ptr<VisionModel> m(new VisionModel());
+  m->path = "random";
+  VisionConfig& c = m->config;
+  c = config;
+  if (c.head_dim == 0 && c.n_heads) c.head_dim = c.d_model / c.n_heads;
+  if (c.pos_grid == 0) c.pos_grid = 24;
+  check_config(c, "a random vision tower");
+  if (stored != kernels::DType::f32 && stored != kernels::DType::f16 && stored != kernels::DType::bf16)
+    fail("a random vision tower is stored as f32, f16 or bf16");
+  const size_t d = c.d_model, window = size_t{c.merge} * c.merge;
+  // every tensor reads the same random values (small, like trained weights), as many as the largest needs
+  const std::vector<std::pair<std::string, std::vector<uint64_t>>> shapes = [&] {
+    std::vector<std::pair<std::string, std::vector<uint64_t>>> v = {
+        {"patch_embed", {c.patch_dim(), d}},          {"patch_bias", {d}},
+        {"post_conv_norm", {d}},                      {"pos_embed", {d, uint64_t{c.pos_grid} * c.pos_grid}},
+        {"post_norm", {d}},                           {"downsample", {window, d, c.out_dim}},
+        {"downsample_bias", {c.out_dim}},             {"merger_proj", {c.out_dim, c.out_dim}},
+        {"merger_norm", {c.out_dim}},                 {"merger_norm_bias", {c.out_dim}},
+        {"merger_gate", {c.out_dim, c.merger_ffn_dim}}, {"merger_up", {c.out_dim, c.merger_ffn_dim}},
+        {"merger_down", {c.merger_ffn_dim, c.out_dim}}};
+    for (uint32_t i = 0; i < c.depth; ++i) {
+      const std::string b = fmt::format("blk.{}.", i);
+      v.push_back({b + "norm1", {d}});
+      v.push_back({b + "norm2", {d}});
+      v.push_back({b + "qkv", {d, 3 * d}});
+      v.push_back({b + "qkv_bias", {3 * d}});
+      v.push_back({b + "proj", {d, d}});
+      v.push_back({b + "gate", {d, c.ffn_dim}});
+      v.push_back({b + "up", {d, c.ffn_dim}});
+      v.push_back({b + "down", {c.ffn_dim, d}});
+    }
+    return v;
+  }();
+  uint64_t largest = 0;
+  for (const auto& [role, dims] : shapes) {
+    uint64_t n = 1;
+    for (uint64_t x : dims) n *= x;
+    largest = std::max(largest, n);
+  }
+  const size_t elem = kernels::row_bytes(stored, 1);
+  std::vector<uint8_t> values(largest * elem);
+  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  std::vector<float> chunk(1024);
+  for (uint64_t at = 0; at < largest; at += chunk.size()) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), largest - at));
+    for (size_t i = 0; i < n; ++i) {
+      state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+      chunk[i] = (static_cast<float>(state >> 40) / static_cast<float>(1 << 24) - 0.5f) * 0.04f;
+    }
+    kernels::quantize_row(stored, chunk.data(), values.data() + at * elem, n);
+  }
+  Index index;
+  for (const auto& [role, dims] : shapes) index[hf_name(role)] = {hf_name(role), "random", stored, dims, values.data()};
+  Builder b(*m, index, options);
+  const Tensor& pe = b.find(hf_name("patch_embed"));
+  const size_t pe_row = kernels::row_bytes(pe.type, c.patch_dim());
+  m->patch_embed = b.matrix(pe.name, c.d_model, c.patch_dim(), pe.type, [&](size_t r, float* row) {
+    kernels::dequantize_row(pe.type, pe.data + r * pe_row, row, c.patch_dim());
+  });
+  build_common(b, *m, hf_name);
+  return m;
+}
+
 std::unique_ptr<VisionModel> VisionModel::load_mmproj(const fs::path& path, const model::LoadOptions& options) {
   const gguf::File f = gguf::read_file_header(path);
   const std::string origin = path.string();

@@ -134,6 +134,43 @@ TEST(CheckHardware, FixtureModelFitsOnACpuOnlyServer) {
   EXPECT_EQ(j["fit"]["requirement_met"], true);
 }
 
+// A vision model: the 1080x2400 screenshot Open-AutoGLM sends, priced from a rate measured here.
+TEST(CheckHardware, PricesAScreenshotForAVisionModel) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const auto fx = autoglm::test::fixtures_dir() / "glm4v";
+  const std::string hf = (fx / "tiny-glm4v-hf").string();
+  const auto r = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --model " + hf +
+                            " --json --target-encode-seconds 3600");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = parse_json(r.out);
+  ASSERT_TRUE(j.contains("screenshot")) << r.out;
+  const auto& s = j["screenshot"];
+  EXPECT_EQ(s["width"], 1080);
+  EXPECT_EQ(s["height"], 2400);
+  EXPECT_EQ(s["max_pixels"], 150528) << "the folder's preprocessor_config.json";
+  EXPECT_EQ(s["resized"]["width"], 168);  // transformers' smart_resize (two temporal frames count)
+  EXPECT_EQ(s["resized"]["height"], 392);
+  EXPECT_EQ(s["image_tokens"], 84);
+  EXPECT_GT(s["encode_seconds"].get<double>(), 0.0);
+  EXPECT_EQ(s["weight_type"], "Q8_0") << "a bf16 tower served from the CPU runs as Q8_0";
+  EXPECT_EQ(s["target_max_pixels"], 150528) << "an hour is enough for the largest image";
+
+  // a smaller limit gives fewer tokens, and less time; the text report says it too
+  const auto small = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --model " + hf +
+                                " --json --max-image-pixels 50000");
+  ASSERT_EQ(small.exit_code, 0) << small.err;
+  const auto js = parse_json(small.out)["screenshot"];
+  EXPECT_LT(js["image_tokens"].get<int>(), 84);
+  EXPECT_FALSE(js.contains("target_max_pixels"));
+  const auto text = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --model " + hf);
+  EXPECT_NE(text.out.find("a 1080x2400 screenshot at max_pixels 150528: resized to 168x392, 84 image tokens"),
+            std::string::npos) << text.out;
+  // a text model has no such section
+  const auto plain = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --model " +
+                                (autoglm::test::fixtures_dir() / "hf/tiny-glm4-hf").string() + " --json");
+  EXPECT_FALSE(parse_json(plain.out).contains("screenshot"));
+}
+
 TEST(CheckHardware, GpuRequiredOnAMachineWithoutOneFailsWithExit1) {
   const auto r = run_binary("check-hardware --sysroot " + sysroot("no-gpu") + " --gpu");
   EXPECT_EQ(r.exit_code, 1);

@@ -515,6 +515,34 @@ TEST(BenchmarkCli, BenchImageTimesEachStageAndTheAgentStep) {
   EXPECT_NE(text.err.find("no vision tower"), std::string::npos) << text.err;
 }
 
+// bench --agent-steps on the tiny GLM-4.1V: a real `serve` started for it, three agent steps replayed.
+TEST(BenchmarkCli, AgentStepsReportEachStepAndReuseThePrefix) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const fs::path images = autoglm::test::fixtures_dir() / "glm4v" / "images";
+  const auto r = autoglm::test::run_binary(fmt::format(
+      "bench --model {} --agent-steps 3 --image {} --image {} --image {} --threads 2 --json",
+      (autoglm::test::fixtures_dir() / "glm4v" / "tiny-glm4v-hf").string(), (images / "screen_tall.png").string(),
+      (images / "odd_rgb.jpg").string(), (images / "alpha.png").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j["steps"].is_array() && j["steps"].size() == 3) << r.out;
+  size_t previous = 0;
+  for (const json& step : j["steps"]) {
+    EXPECT_EQ(step["ok"], true) << step;
+    EXPECT_GT(step["prompt_tokens"].get<size_t>(), previous) << "the conversation grows: " << r.out;
+    EXPECT_GT(step["ttft_seconds"].get<double>(), 0.0) << step;
+    EXPECT_GE(step["encode_seconds"].get<double>(), 0.0) << "autoglm-deploy's /metrics has the tower's time: " << step;
+    EXPECT_GT(step["completion_tokens"].get<size_t>(), 0u) << step;
+    previous = step["prompt_tokens"].get<size_t>();
+  }
+  EXPECT_EQ(j["steps"][0]["cached_tokens"], 0) << r.out;
+  // each later step reuses the system prompt and the earlier turns from the prefix cache
+  EXPECT_GT(j["steps"][1]["cached_tokens"].get<size_t>(), 600u) << r.out;
+  EXPECT_GT(j["steps"][2]["cached_tokens"].get<size_t>(), j["steps"][1]["cached_tokens"].get<size_t>()) << r.out;
+  EXPECT_EQ(autoglm::test::run_binary("bench --url http://127.0.0.1:1 --agent-steps 2").exit_code, 2)
+      << "--agent-steps needs screenshots";
+}
+
 TEST(BenchmarkCli, UsageErrors) {
   EXPECT_EQ(autoglm::test::run_binary("bench").exit_code, 2);  // neither --model nor --url
   EXPECT_EQ(autoglm::test::run_binary("bench --model a.gguf --url http://127.0.0.1:1").exit_code, 2);

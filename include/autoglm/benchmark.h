@@ -256,6 +256,41 @@ LoadLevel run_load_level(const HttpOptions& options, int concurrency);
 // run_load_level for each concurrency in turn. Throws Error (exit 2) for invalid options.
 HttpReport run_http_load(const HttpOptions& options);
 
+// ---- an agent conversation, step after step (Open-AutoGLM's shape) ----
+
+struct AgentOptions {
+  std::string url;                        // http://HOST:PORT, optionally ending in /v1
+  std::string api_key;
+  std::string model;                      // the name requests use; "" = the first of GET /v1/models
+  size_t steps = 3;
+  std::vector<std::vector<uint8_t>> screenshots;  // PNG/JPEG files' bytes, one per step (cycled)
+  std::vector<std::string> screenshot_types;       // their data: URL media types ("image/png")
+  size_t answer_tokens = 80;              // max_tokens of each step
+  std::chrono::milliseconds connect_timeout{10000};
+};
+
+// One step as the client saw it, and what the server reported.
+struct AgentStep {
+  size_t step = 0;                        // 1-based
+  RequestResult result;
+  std::optional<double> encode_s;         // the server's vision tower time in the step (autoglm-deploy's /metrics)
+  std::optional<double> decode_tokens_per_second;  // (tokens - 1) / (last - first content delta)
+};
+
+struct AgentReport {
+  std::string url, model;
+  size_t request_bytes = 0;               // of the last step's body
+  std::vector<AgentStep> steps;
+};
+
+// Replays an agent conversation: a system prompt, then per step the history with earlier
+// screenshots removed (their text kept) and earlier answers re-rendered as <think>..</think>
+// <answer>..</answer>, and the new turn (screenshot as a base64 data: URL, then text) last; each
+// step streamed with Open-AutoGLM's sampling (temperature 0, top_p 0.85, frequency_penalty 0.2).
+AgentReport run_agent_steps(const AgentOptions& options);
+// Polls GET /ready at `url` until it says 200 (true) or `timeout` passes, or `alive` says the server is gone (false).
+bool wait_ready(const std::string& url, std::chrono::milliseconds timeout, const std::function<bool()>& alive);
+
 // ---- reports (report.cpp) ----
 
 // ---- images: the vision tower and the time to first token of an agent step (vision_bench.cpp) ----
@@ -293,5 +328,6 @@ enum class Format { table, json, markdown };
 std::string render_vision(const VisionReport& report, Format format);
 std::string render_local(const LocalReport& report, Format format);
 std::string render_http(const HttpReport& report, Format format);
+std::string render_agent(const AgentReport& report, Format format);
 
 }  // namespace autoglm::benchmark

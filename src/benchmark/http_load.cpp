@@ -10,6 +10,7 @@
 #include <random>
 #include <spdlog/spdlog.h>
 #include <string_view>
+#include <thread>
 
 #include "autoglm/benchmark.h"
 #include "autoglm/error.h"
@@ -561,6 +562,140 @@ HttpReport run_http_load(const HttpOptions& options) {
     LoadLevel level = run_load_level(options, c);
     set_engine_rates(level, before, decode_counters(options));
     report.levels.push_back(std::move(level));
+  }
+  return report;
+}
+
+// ---- an agent conversation ----------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view kAgentSystem =
+    "You are a phone operating agent. You see the phone's current screen as an image and a task from the user. "
+    "Think about what is on the screen, then answer with exactly one action: reasoning inside <think></think>, "
+    "the action inside <answer></answer>.\nActions: do(action=\"Launch\", app=\"name\") opens an app; "
+    "do(action=\"Tap\", element=[x,y]) taps a point, coordinates 0..999 across the screen; do(action=\"Type\", "
+    "text=\"...\") types into the focused field; do(action=\"Swipe\", start=[x1,y1], end=[x2,y2]); "
+    "do(action=\"Back\"); do(action=\"Home\"); do(action=\"Long Press\", element=[x,y]); do(action=\"Double Tap\", "
+    "element=[x,y]); do(action=\"Wait\", duration=\"2 seconds\"); do(action=\"Take_over\", message=\"...\") hands "
+    "over for a login or a payment; finish(message=\"...\") ends the task.\nRules: 1. Check that the current app "
+    "is the one the task needs; if not, launch it. 2. If the screen is still loading, wait at most three times, "
+    "then go back and try another way. 3. If a page does not show what you need, swipe to look for it. 4. When a "
+    "search gives nothing, go back one level and search again with fewer words. 5. Check the result of every "
+    "action on the next screen before the next one. 6. When several items match, pick the one that fits the task "
+    "best. 7. Never type passwords or pay: take over instead. 8. One action per step, nothing after the closing "
+    "answer tag. 9. Do not repeat an action that did not work more than twice. 10. Finish as soon as the task is "
+    "done, saying what was achieved.\nScreens come from many apps: shopping, maps, food delivery, music, chat, "
+    "settings and travel. Buttons may be icons without text; read their shape and position. Dialogs may cover "
+    "the screen: close them first unless they belong to the task. Text may be in several languages.";
+
+std::string base64(const std::vector<uint8_t>& bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const uint32_t n = (uint32_t{bytes[i]} << 16) | (i + 1 < bytes.size() ? uint32_t{bytes[i + 1]} << 8 : 0) |
+                       (i + 2 < bytes.size() ? bytes[i + 2] : 0);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < bytes.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? kAlphabet[n & 63] : '=';
+  }
+  return out;
+}
+
+// The answer of step k as the agent re-renders it into the history (about 80 tokens of text).
+std::string agent_answer(size_t step) {
+  return fmt::format("<think>The screen shows the list the task needs; the entry to open is in row {}, under the "
+                     "search field, and nothing covers it. Tapping it should show its details on the next screen, "
+                     "where the setting can be changed.</think><answer>do(action=\"Tap\", element=[500,{}])</answer>",
+                     step + 2, 300 + 60 * step);
+}
+
+std::optional<double> metric(const AgentOptions& o, std::string_view name) {
+  std::string root = api_base(o.url);
+  root.resize(root.size() - 3);  // without "/v1"
+  long status = 0;
+  CURLcode rc = CURLE_OK;
+  HttpOptions h;
+  h.url = o.url;
+  h.api_key = o.api_key;
+  h.connect_timeout = o.connect_timeout;
+  const std::string text = http_get(h, root + "/metrics", status, rc);
+  if (rc != CURLE_OK || status != 200) return std::nullopt;
+  return prometheus_value(text, name);
+}
+
+}  // namespace
+
+bool wait_ready(const std::string& url, std::chrono::milliseconds timeout, const std::function<bool()>& alive) {
+  init_curl_once();
+  HttpOptions h;
+  h.url = url;
+  h.connect_timeout = std::chrono::milliseconds(1000);
+  std::string root = api_base(url);
+  root.resize(root.size() - 3);
+  const auto until = Clock::now() + timeout;
+  while (Clock::now() < until) {
+    if (alive && !alive()) return false;
+    long status = 0;
+    CURLcode rc = CURLE_OK;
+    http_get(h, root + "/ready", status, rc);
+    if (rc == CURLE_OK && status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+AgentReport run_agent_steps(const AgentOptions& o) {
+  if (o.steps == 0) throw Error(kExitUsage, "--agent-steps: at least 1");
+  if (o.screenshots.empty() || o.screenshots.size() != o.screenshot_types.size())
+    throw Error(kExitUsage, "--agent-steps needs at least one --image (a PNG or JPEG screenshot)");
+  init_curl_once();
+  HttpOptions h;
+  h.url = o.url;
+  h.api_key = o.api_key;
+  h.connect_timeout = o.connect_timeout;
+  AgentReport report;
+  report.url = chat_endpoint(o.url);
+  report.model = o.model.empty() ? served_model(h) : o.model;
+  ListPtr headers = request_headers(o.api_key);
+  Slot slot(report.url, headers.get(), o.connect_timeout);
+  json history = json::array({{{"role", "system"}, {"content", kAgentSystem}}});
+  for (size_t step = 0; step < o.steps; ++step) {
+    const size_t shot = step % o.screenshots.size();
+    const std::string text = fmt::format("{}** Screen Info **\n\n{{\"current_app\": \"Settings\", \"step\": {}}}",
+                                         step == 0 ? "Task: turn on dark mode in Settings.\n\n" : "", step + 1);
+    const std::string url = fmt::format("data:{};base64,{}", o.screenshot_types[shot], base64(o.screenshots[shot]));
+    json messages = history;
+    messages.push_back({{"role", "user"},
+                        {"content", json::array({{{"type", "image_url"}, {"image_url", {{"url", url}}}},
+                                                 {{"type", "text"}, {"text", text}}})}});
+    json body{{"messages", messages},       {"max_tokens", o.answer_tokens}, {"temperature", 0},
+              {"top_p", 0.85},              {"frequency_penalty", 0.2},      {"stream", true},
+              {"stream_options", {{"include_usage", true}}}};
+    if (!report.model.empty()) body["model"] = report.model;
+    const std::string payload = body.dump();
+    report.request_bytes = payload.size();
+    const std::optional<double> encode_before = metric(o, "autoglm_image_encode_seconds_total");
+    slot.start(payload);
+    const CURLcode rc = curl_easy_perform(slot.easy());
+    AgentStep s;
+    s.step = step + 1;
+    s.result = slot.finish(rc);
+    if (const auto after = metric(o, "autoglm_image_encode_seconds_total"); after && encode_before)
+      s.encode_s = *after - *encode_before;
+    const RequestResult& r = s.result;
+    // from the first token to the end of the stream: a fast server's deltas can arrive in bursts
+    if (r.first_token_s && r.tokens > 1 && r.latency_s > *r.first_token_s)
+      s.decode_tokens_per_second = static_cast<double>(r.tokens - 1) / (r.latency_s - *r.first_token_s);
+    report.steps.push_back(std::move(s));
+    if (!r.ok)
+      throw Error(kExitCheckFailed, fmt::format("agent step {}: the request failed ({}); see the server's log", step + 1,
+                                                r.error));
+    // the agent's history: this turn's text without its screenshot, then its answer re-rendered
+    history.push_back({{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", text}}})}});
+    history.push_back({{"role", "assistant"}, {"content", agent_answer(step)}});
   }
   return report;
 }

@@ -221,6 +221,45 @@ std::string render_http(const HttpReport& report, Format format) {
   return http_table(report);
 }
 
+namespace {
+
+std::string opt_ms(const std::optional<double>& s) { return s ? fmt::format("{:.0f}", *s * 1000) : "-"; }
+std::string opt_count(const std::optional<size_t>& n) { return n ? std::to_string(*n) : "-"; }
+
+}  // namespace
+
+std::string render_agent(const AgentReport& report, Format format) {
+  if (format == Format::json) {
+    nlohmann::json steps = nlohmann::json::array();
+    for (const AgentStep& s : report.steps) {
+      const RequestResult& r = s.result;
+      auto opt = [](const auto& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+      steps.push_back({{"step", s.step}, {"ok", r.ok}, {"prompt_tokens", opt(r.prompt_tokens)},
+                       {"cached_tokens", opt(r.cached_prompt_tokens)}, {"completion_tokens", r.tokens},
+                       {"encode_seconds", opt(s.encode_s)}, {"ttft_seconds", opt(r.first_token_s)},
+                       {"decode_tokens_per_second", opt(s.decode_tokens_per_second)}, {"latency_seconds", r.latency_s}});
+    }
+    return nlohmann::json{{"url", report.url}, {"model", report.model}, {"steps", steps}}.dump(2) + "\n";
+  }
+  const bool md = format == Format::markdown;
+  std::string out = fmt::format("{}{} at {} ({} steps; the last request {:.1f} MiB)\n\n", md ? "" : "agent steps: ",
+                                report.model.empty() ? "the model" : report.model, report.url, report.steps.size(),
+                                static_cast<double>(report.request_bytes) / (1 << 20));
+  out += md ? "| step | prompt tokens | cached tokens | encode (ms) | TTFT (ms) | decode (tok/s) | tokens |\n"
+              "|---|---|---|---|---|---|---|\n"
+            : fmt::format("{:>4}  {:>13}  {:>13}  {:>11}  {:>10}  {:>14}  {:>6}\n", "step", "prompt tokens",
+                          "cached tokens", "encode (ms)", "TTFT (ms)", "decode (tok/s)", "tokens");
+  for (const AgentStep& s : report.steps) {
+    const RequestResult& r = s.result;
+    const std::string tps = s.decode_tokens_per_second ? fmt::format("{:.1f}", *s.decode_tokens_per_second) : "-";
+    out += md ? fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", s.step, opt_count(r.prompt_tokens),
+                            opt_count(r.cached_prompt_tokens), opt_ms(s.encode_s), opt_ms(r.first_token_s), tps, r.tokens)
+              : fmt::format("{:>4}  {:>13}  {:>13}  {:>11}  {:>10}  {:>14}  {:>6}\n", s.step, opt_count(r.prompt_tokens),
+                            opt_count(r.cached_prompt_tokens), opt_ms(s.encode_s), opt_ms(r.first_token_s), tps, r.tokens);
+  }
+  return out;
+}
+
 namespace detail {
 
 void StatusLine::show(const std::string& text) {

@@ -1,6 +1,15 @@
 // autoglm-deploy bench: the engine's tokens/s on this machine (--model), or a load test of a
 // running server (--url). The measuring is in the benchmark module; this file is the command line.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <fmt/format.h>
@@ -18,8 +27,26 @@
 namespace autoglm::cli {
 namespace {
 
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw Error(kExitCheckFailed, "--agent-steps: no free loopback port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
 struct BenchArgs {
-  std::string model, quantization, url, duration, api_key, image, mmproj;
+  std::string model, quantization, url, duration, api_key, mmproj;
+  std::vector<std::string> images;
+  size_t agent_steps = 0;
+  size_t agent_answer_tokens = 80;
   benchmark::VisionOptions vision;
   uint64_t min_pixels = 0, max_pixels = 0;
   bool no_repack = false;
@@ -60,6 +87,12 @@ int run_local(BenchArgs& a) {
   return kExitOk;
 }
 
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(kExitUsage, fmt::format("--image {}: cannot read the file", path));
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 // --image: the vision tower and an agent step's time to first token instead of pp/tg.
 int run_image(BenchArgs& a) {
   model::LoadOptions load = load_options(a.quantization);
@@ -69,17 +102,91 @@ int run_image(BenchArgs& a) {
   VisionSetup v = load_vision(a.model, a.mmproj, load, tok);
   if (!v.model) throw Error(kExitUsage, "--image: this model has no vision tower (give a GLM-4.1V folder, or --mmproj)");
   set_pixel_limits(v, a.min_pixels, a.max_pixels);
-  std::ifstream in(a.image, std::ios::binary);
-  if (!in) throw Error(kExitUsage, fmt::format("--image {}: cannot read the file", a.image));
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (a.images.size() != 1) throw Error(kExitUsage, "--image: give one image (several go with --agent-steps)");
+  const std::string& image = a.images.front();
+  const std::vector<uint8_t> bytes = read_file(image);
   a.vision.threads = a.local.threads;
   a.vision.repetitions = a.local.repetitions;
   const std::string name = std::filesystem::path(a.model).lexically_normal().filename().string();
   const benchmark::VisionReport report =
       benchmark::run_vision(*m, *v.model, v.processor, v.image_token, bytes, name.empty() ? a.model : name,
-                            std::filesystem::path(a.image).filename().string(), a.vision);
+                            std::filesystem::path(image).filename().string(), a.vision);
   std::fputs(benchmark::render_vision(report, output_format(a)).c_str(), stdout);
   return kExitOk;
+}
+
+// --agent-steps against --url.
+int run_agent_url(const BenchArgs& a, const std::string& url) {
+  benchmark::AgentOptions o;
+  o.url = url;
+  o.api_key = a.api_key;
+  o.steps = a.agent_steps;
+  o.answer_tokens = a.agent_answer_tokens;
+  for (const std::string& image : a.images) {
+    o.screenshots.push_back(read_file(image));
+    const std::vector<uint8_t>& b = o.screenshots.back();
+    o.screenshot_types.push_back(b.size() > 3 && b[0] == 0xFF && b[1] == 0xD8 ? "image/jpeg" : "image/png");
+  }
+  const benchmark::AgentReport report = benchmark::run_agent_steps(o);
+  std::fputs(benchmark::render_agent(report, output_format(a)).c_str(), stdout);
+  return kExitOk;
+}
+
+// --agent-steps with --model: this binary's `serve` on a free loopback port, replayed against, then stopped.
+int run_agent_local(const BenchArgs& a) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("autoglm-bench-agent-{}", ::getpid());
+  fs::create_directories(dir);
+  const int port = free_loopback_port();
+  std::string yaml = fmt::format("service:\n  host: 127.0.0.1\n  port: {}\nmodel:\n  path: \"{}\"\n", port,
+                                 fs::absolute(a.model).string());
+  if (!a.mmproj.empty()) yaml += fmt::format("  mmproj: \"{}\"\n", fs::absolute(a.mmproj).string());
+  if (!a.quantization.empty()) yaml += fmt::format("  quantization: {}\n", a.quantization);
+  yaml += fmt::format("runtime:\n  threads: {}\n", a.local.threads);
+  if (a.min_pixels || a.max_pixels) yaml += "vision:\n";
+  if (a.min_pixels) yaml += fmt::format("  min_pixels: {}\n", a.min_pixels);
+  if (a.max_pixels) yaml += fmt::format("  max_pixels: {}\n", a.max_pixels);
+  const fs::path config = dir / "service.yaml", log = dir / "server.log";
+  std::ofstream(config) << yaml;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    ::execl("/proc/self/exe", "autoglm-deploy", "serve", "--config", config.c_str(), static_cast<char*>(nullptr));
+    std::_Exit(127);
+  }
+  if (child < 0) throw Error(kExitCheckFailed, "--agent-steps: cannot start the server (fork failed)");
+  auto stop = [&] {
+    ::kill(child, SIGTERM);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+  };
+  const std::string url = fmt::format("http://127.0.0.1:{}", port);
+  const bool ready = benchmark::wait_ready(url, std::chrono::minutes(10), [&] {
+    int status = 0;
+    return ::waitpid(child, &status, WNOHANG) == 0;
+  });
+  if (!ready) {
+    stop();
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    fs::remove_all(dir);
+    throw Error(kExitCheckFailed, fmt::format("--agent-steps: the server did not get ready:\n{}", text));
+  }
+  int code = kExitOk;
+  try {
+    code = run_agent_url(a, url);
+  } catch (...) {
+    stop();
+    fs::remove_all(dir);
+    throw;
+  }
+  stop();
+  fs::remove_all(dir);
+  return code;
 }
 
 int run_http(BenchArgs& a) {
@@ -106,7 +213,11 @@ int run_http(BenchArgs& a) {
 int run_bench(BenchArgs& a) {
   if (a.model.empty() == a.url.empty())
     throw Error(kExitUsage, "give exactly one of --model FILE (local throughput) or --url http://HOST:PORT (HTTP load)");
-  if (!a.image.empty()) {
+  if (a.agent_steps) {
+    if (a.images.empty()) throw Error(kExitUsage, "--agent-steps: give the screenshots with --image (one per step, cycled)");
+    return a.url.empty() ? run_agent_local(a) : run_agent_url(a, a.url);
+  }
+  if (!a.images.empty()) {
     refuse_flags(a.http_only, "--image (they are for --url)");
     return run_image(a);
   }
@@ -125,8 +236,8 @@ void add_local_flags(CLI::App* cmd, BenchArgs& a) {
       cmd->add_option("-r,--repetitions", a.local.repetitions, "runs per test after a warm-up (default 5)"),
       cmd->add_option("-t,--threads", a.local.threads, "CPU threads (default: all)"),
       cmd->add_flag("--no-repack", a.no_repack, "keep the weights as stored (zero-copy), not repacked for the kernels"),
-      cmd->add_option("--image", a.image, "a PNG/JPEG: time its decode, preprocessing, the vision tower and an agent "
-                                           "step's time to first token (vision models), instead of pp/tg"),
+      cmd->add_option("--image", a.images, "a PNG/JPEG: time its decode, preprocessing, the vision tower and an agent "
+                                            "step's time to first token (vision models), instead of pp/tg"),
       cmd->add_option("--mmproj", a.mmproj, "llama.cpp's vision projector GGUF for a text GGUF (with --image)"),
       cmd->add_option("--image-text-tokens", a.vision.text_tokens,
                       "with --image: text tokens before the image in the agent prompt (default 2000)"),
@@ -158,6 +269,11 @@ void add_bench_command(CLI::App& app, Runner& run) {
   cmd->add_option("--url", a->url, "a running server, http://HOST:PORT: load-test it");
   add_local_flags(cmd, *a);
   add_http_flags(cmd, *a);
+  cmd->add_option("--agent-steps", a->agent_steps,
+                  "replay an N-step phone-agent conversation (Open-AutoGLM's requests; --image gives the screenshots, "
+                  "one per step) against --url, or a server this command starts for --model; per step: prompt and "
+                  "cached tokens, encode time, TTFT, decode tokens/s");
+  cmd->add_option("--agent-answer-tokens", a->agent_answer_tokens, "with --agent-steps: max_tokens of each step (default 80)");
   CLI::Option* json = cmd->add_flag("--json", a->json, "JSON: one object per measurement (--model) or per concurrency (--url)");
   cmd->add_flag("--markdown", a->markdown, "a Markdown table, for reports")->excludes(json);
   cmd->footer(

@@ -23,49 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.error
 import urllib.request
 import zlib
 
 import openai
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import CheckFailed, case, check, failures, log  # noqa: E402
+
 NAMES = ["autoglm-phone-9b", "autoglm-phone-9b-multilingual"]
 READY_TIMEOUT_S = 120
 LOGPROB_TOLERANCE = 2e-3  # float sums in a different order (cached K/V vs computed in one pass)
-failures = []
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise CheckFailed(what)
-
-
-def case(name):
-    def wrap(fn):
-        def run(*args, **kwargs):
-            try:
-                result = fn(*args, **kwargs)
-                log(f"PASS {name}")
-                return result
-            except CheckFailed as e:
-                failures.append(f"{name}: {e}")
-                log(f"FAIL {name}: {e}")
-            except Exception as e:
-                failures.append(f"{name}: {type(e).__name__}: {e}")
-                log(f"FAIL {name}: unexpected {type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stdout)
-            return None
-        return run
-    return wrap
 
 
 # ---- what the agent sends ------------------------------------------------------------------------

@@ -20,54 +20,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.error
 import urllib.request
 
 import openai
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import CheckFailed, case, check, failures, log  # noqa: E402
 
 API_KEY = "sk-autoglm-compat-test-key"
 MODEL = "tiny"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
-failures = []
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise CheckFailed(what)
-
-
-def case(name):
-    """Runs one check function; a failure is recorded and the next case still runs."""
-
-    def wrap(fn):
-        def run(*args, **kwargs):
-            try:
-                result = fn(*args, **kwargs)
-                log(f"PASS {name}")
-                return result
-            except CheckFailed as e:
-                failures.append(f"{name}: {e}")
-                log(f"FAIL {name}: {e}")
-            except Exception as e:  # a client parse error, an unexpected status, ...
-                failures.append(f"{name}: {type(e).__name__}: {e}")
-                log(f"FAIL {name}: unexpected {type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stdout)
-            return None
-
-        return run
-
-    return wrap
 
 
 def free_port():

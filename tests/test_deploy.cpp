@@ -85,6 +85,22 @@ TEST_F(Deploy, DemoModelAnswersThePrintedCurlCommand) {
   EXPECT_EQ(again.wait_exit(30s), 0);
 }
 
+// A vision model: the preflight prices a phone screenshot on this machine, and the names Open-AutoGLM
+// sends are served.
+TEST_F(Deploy, VisionModelPreflightPricesAScreenshot) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  const int port = autoglm::test::free_port();
+  ServerProcess server({"deploy", "--model", (autoglm::test::fixtures_dir() / "glm4v" / "tiny-glm4v-hf").string(),
+                        "--served-model-name", "autoglm-phone-9b", "--port", std::to_string(port)},
+                       tmp_ / "vision.log");
+  const std::string out = wait_for_curl(server);
+  ASSERT_TRUE(contains(out, "Stop with Ctrl-C")) << out;
+  EXPECT_TRUE(contains(out, "a 1080x2400 screenshot at max_pixels 150528: resized to 168x392, 84 image tokens")) << out;
+  EXPECT_TRUE(contains(out, "serving model 'autoglm-phone-9b'")) << out;
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait_exit(30s), 0) << server.output();
+}
+
 TEST_F(Deploy, DownloadsAModelUrlOnceAndServesIt) {
   AUTOGLM_REQUIRE_FIXTURES();
   const std::string model = autoglm::test::read_file(autoglm::test::fixtures_dir() / "models" / "tiny-glm4-Q8_0.gguf");

@@ -234,6 +234,27 @@ TEST(BenchmarkLocal, TinyModel) {
       EXPECT_EQ(e.code(), autoglm::kExitUsage);
     }
   }
+  // -p 0 / -n 0 skip that test, as in llama-bench; both 0 is a usage error
+  b::LocalOptions only = o;
+  only.memory_bytes = 0;
+  only.repetitions = 1;
+  only.prompt_tokens = 0;
+  const b::LocalReport tg_only = b::run_local(*m, "tiny", only);
+  ASSERT_EQ(tg_only.measurements.size(), 2u);
+  for (const b::Measurement& x : tg_only.measurements) EXPECT_EQ(x.test, "tg8");
+  only.prompt_tokens = 16;
+  only.gen_tokens = 0;
+  const b::LocalReport pp_only = b::run_local(*m, "tiny", only);
+  ASSERT_EQ(pp_only.measurements.size(), 2u);
+  for (const b::Measurement& x : pp_only.measurements) EXPECT_EQ(x.test, "pp16");
+  only.prompt_tokens = 0;
+  try {
+    b::run_local(*m, "tiny", only);
+    ADD_FAILURE() << "no error for -p 0 -n 0";
+  } catch (const autoglm::Error& e) {
+    EXPECT_EQ(e.code(), autoglm::kExitUsage);
+    EXPECT_NE(std::string(e.what()).find("nothing to measure"), std::string::npos) << e.what();
+  }
   o.prompt_tokens = spec.context_length + 1;  // beyond the model's context: a usage error
   try {
     b::run_local(*m, "tiny", o);

@@ -42,7 +42,9 @@ std::vector<int32_t> random_tokens(std::mt19937& rng, size_t n, uint32_t vocab) 
 }
 
 void check_options(const model::Model& m, const LocalOptions& o) {
-  if (o.prompt_tokens == 0 || o.gen_tokens == 0) throw Error(kExitUsage, "-p and -n must be at least 1");
+  // -p 0 / -n 0 skip that test, as llama-bench users type it
+  if (o.prompt_tokens == 0 && o.gen_tokens == 0)
+    throw Error(kExitUsage, "-p 0 and -n 0 leave nothing to measure: give -p N (prefill) and/or -n N (generation)");
   if (o.repetitions < 1) throw Error(kExitUsage, "-r must be at least 1");
   if (o.batches.empty() || std::find(o.batches.begin(), o.batches.end(), size_t{0}) != o.batches.end())
     throw Error(kExitUsage, "-b takes batch sizes of at least 1, e.g. -b 1,4,8,16");
@@ -211,16 +213,21 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
   }
 
   const std::string pp = fmt::format("pp{}", o.prompt_tokens), tg = fmt::format("tg{}", o.gen_tokens);
-  std::vector<Series> series(2 * o.batches.size());
-  for (size_t i = 0; i < o.batches.size(); ++i) {
-    const size_t batch = o.batches[i];
-    Series &p = series[i], &g = series[o.batches.size() + i];
+  std::vector<Series> series;
+  for (const size_t batch : o.batches) {
+    if (o.prompt_tokens == 0) break;
+    Series& p = series.emplace_back();
     p.m.test = pp;
-    g.m.test = tg;
-    p.m.batch = g.m.batch = batch;
+    p.m.batch = batch;
     p.tokens = o.prompt_tokens;
-    g.tokens = o.gen_tokens;
     p.run = [&bench, batch, &o] { return bench.prefill(batch, o.prompt_tokens); };
+  }
+  for (const size_t batch : o.batches) {
+    if (o.gen_tokens == 0) break;
+    Series& g = series.emplace_back();
+    g.m.test = tg;
+    g.m.batch = batch;
+    g.tokens = o.gen_tokens;
     g.run = [&bench, batch, &o] { return bench.generate(batch, o.tg_context, o.gen_tokens); };
     g.generation = true;
   }

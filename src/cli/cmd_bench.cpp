@@ -227,8 +227,8 @@ int run_bench(BenchArgs& a) {
 void add_local_flags(CLI::App* cmd, BenchArgs& a) {
   a.local_only = {
       cmd->add_option("--quantization", a.quantization, "for HF weights: quantize at load to q8_0, q4_0, q4_k"),
-      cmd->add_option("-p,--n-prompt", a.local.prompt_tokens, "prompt tokens per sequence: the pp<N> test (default 512)"),
-      cmd->add_option("-n,--n-gen", a.local.gen_tokens, "tokens generated per sequence: the tg<N> test (default 128)"),
+      cmd->add_option("-p,--n-prompt", a.local.prompt_tokens, "prompt tokens per sequence: the pp<N> test (default 512; 0 skips it)"),
+      cmd->add_option("-n,--n-gen", a.local.gen_tokens, "tokens generated per sequence: the tg<N> test (default 128; 0 skips it)"),
       cmd->add_option("--tg-context", a.local.tg_context,
                       "tokens each tg sequence holds before its timed steps, e.g. to decode at a server's positions "
                       "(default 16)"),

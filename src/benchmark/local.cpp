@@ -214,22 +214,18 @@ LocalReport run_local(const model::Model& m, const std::string& model_name, cons
 
   const std::string pp = fmt::format("pp{}", o.prompt_tokens), tg = fmt::format("tg{}", o.gen_tokens);
   std::vector<Series> series;
-  for (const size_t batch : o.batches) {
-    if (o.prompt_tokens == 0) break;
-    Series& p = series.emplace_back();
-    p.m.test = pp;
-    p.m.batch = batch;
-    p.tokens = o.prompt_tokens;
-    p.run = [&bench, batch, &o] { return bench.prefill(batch, o.prompt_tokens); };
-  }
-  for (const size_t batch : o.batches) {
-    if (o.gen_tokens == 0) break;
-    Series& g = series.emplace_back();
-    g.m.test = tg;
-    g.m.batch = batch;
-    g.tokens = o.gen_tokens;
-    g.run = [&bench, batch, &o] { return bench.generate(batch, o.tg_context, o.gen_tokens); };
-    g.generation = true;
+  for (const bool generation : {false, true}) {  // every pp series, then every tg one; a 0 length skips the test
+    const size_t tokens = generation ? o.gen_tokens : o.prompt_tokens;
+    for (const size_t batch : o.batches) {
+      if (tokens == 0) break;
+      Series& s = series.emplace_back();
+      s.m.test = generation ? tg : pp;
+      s.m.batch = batch;
+      s.tokens = tokens;
+      s.generation = generation;
+      if (generation) s.run = [&bench, batch, &o] { return bench.generate(batch, o.tg_context, o.gen_tokens); };
+      else s.run = [&bench, batch, &o] { return bench.prefill(batch, o.prompt_tokens); };
+    }
   }
 
   status.show("bench: warm-up");  // pages of the weights, activation buffers, each batch's shapes

@@ -272,6 +272,14 @@ Message check_nonempty(std::string_view s, std::string_view remove_hint) {
   return fmt::format("must not be empty; {}", remove_hint);
 }
 
+// The first name of `names` that is listed again, as a problem.
+Message check_each_once(const std::vector<std::string>& names) {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (std::find(names.begin() + static_cast<std::ptrdiff_t>(i) + 1, names.end(), names[i]) != names.end())
+      return fmt::format("'{}' is listed twice; list each name once", names[i]);
+  return std::nullopt;
+}
+
 Message check_name(std::string_view s) {
   if (s.empty() || s.size() > 128 || std::any_of(s.begin(), s.end(), [](char c) {
         return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
@@ -567,15 +575,9 @@ void read_service(Reader& r, const Entry& e, ServiceConfig& s) {
     set(s.max_queued_requests, r.integer(e, kQueuedRequests));
   } else if (key == "served_model_names") {
     auto names = r.text_list(e, "a list of model names like [autoglm-phone-9b]", check_name);
-    if (names) {
-      for (size_t i = 0; i < names->size(); ++i)
-        if (std::find(names->begin(), names->begin() + static_cast<std::ptrdiff_t>(i), (*names)[i]) !=
-            names->begin() + static_cast<std::ptrdiff_t>(i)) {
-          r.report(e.where(), fmt::format("{}: '{}' is listed twice; list each name once", e.path, (*names)[i]));
-          return;
-        }
-      s.served_model_names = std::move(*names);
-    }
+    if (!names) return;
+    if (Message twice = check_each_once(*names)) return r.report(e.where(), e.path, twice);
+    s.served_model_names = std::move(*names);
   } else if (key == "allow_remote_images") {
     set(s.allow_remote_images, r.choice(e, kBooleans));
   } else if (key == "allowed_local_media_path") {
@@ -974,11 +976,7 @@ void validate(const Config& c) {
         limits(s.request_timeout_ms, kRequestTimeout, format_duration_ms(s.request_timeout_ms)));
   check("service.max_queued_requests", check_int(s.max_queued_requests, kQueuedRequests));
   for (const std::string& n : s.served_model_names) check("service.served_model_names", check_name(n));
-  for (size_t i = 0; i < s.served_model_names.size(); ++i)
-    if (std::count(s.served_model_names.begin(), s.served_model_names.end(), s.served_model_names[i]) > 1) {
-      check("service.served_model_names", fmt::format("'{}' is listed twice; list each name once", s.served_model_names[i]));
-      break;
-    }
+  check("service.served_model_names", check_each_once(s.served_model_names));
   check("service.drain_timeout", limits(s.drain_timeout_ms, kDrainTimeout, format_duration_ms(s.drain_timeout_ms)));
   if (s.rate_limit && (s.rate_limit->requests == 0 || s.rate_limit->per_ms == 0))
     check("service.rate_limit", fmt::format("expected {}, got {} per {} ms", kRateLimitExpected,

@@ -40,3 +40,14 @@ def case(name):
         return run
 
     return wrap
+
+
+def summary(passed_message):
+    """Prints the failures (exit code 1) or `passed_message` (exit code 0)."""
+    if failures:
+        log(f"\n{len(failures)} check(s) failed:")
+        for f in failures:
+            log(f"  - {f}")
+        return 1
+    log("\n" + passed_message)
+    return 0

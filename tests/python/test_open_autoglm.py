@@ -30,7 +30,7 @@ import zlib
 import openai
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import CheckFailed, case, check, failures, log  # noqa: E402
+from checks import CheckFailed, case, check, failures, log, summary  # noqa: E402
 
 NAMES = ["autoglm-phone-9b", "autoglm-phone-9b-multilingual"]
 READY_TIMEOUT_S = 120
@@ -396,13 +396,7 @@ def main():
             for s in servers:
                 log(f"---- {os.path.basename(s.log_path)} ----\n" + s.output().rstrip())
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        log(f"\n{len(failures)} check(s) failed:")
-        for f in failures:
-            log(f"  - {f}")
-        return 1
-    log("\nall checks passed")
-    return 0
+    return summary("all checks passed")
 
 
 if __name__ == "__main__":

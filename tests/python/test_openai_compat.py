@@ -26,7 +26,7 @@ import urllib.request
 import openai
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from checks import CheckFailed, case, check, failures, log  # noqa: E402
+from checks import CheckFailed, case, check, failures, log, summary  # noqa: E402
 
 API_KEY = "sk-autoglm-compat-test-key"
 MODEL = "tiny"
@@ -425,13 +425,7 @@ def main():
                 log("---- server log ----\n" + f.read().rstrip() + "\n---- end of server log ----")
         shutil.rmtree(tmp, ignore_errors=True)
 
-    if failures:
-        log(f"\n{len(failures)} check(s) failed:")
-        for f in failures:
-            log(f"  - {f}")
-        return 1
-    log("\nall OpenAI-compatibility checks passed")
-    return 0
+    return summary("all OpenAI-compatibility checks passed")
 
 
 if __name__ == "__main__":

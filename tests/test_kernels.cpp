@@ -875,6 +875,125 @@ TEST(KernelActivation, SoftmaxMatchesDoublePrecisionOnEveryPath) {
   }
 }
 
+// The numerators of a softmax in bf16: each the exact e^(scale (x - max)) to bf16's half ulp, and
+// their sum (of the unrounded values) to float precision, on every path.
+TEST(KernelActivation, SoftmaxNumeratorsInBf16OnEveryPath) {
+  IsaGuard guard;
+  std::mt19937 rng(15);
+  for (Isa isa : kAllIsas) {
+    if (isa > detected_isa()) continue;
+    set_isa(isa);
+    for (size_t n : {size_t{1}, size_t{17}, size_t{3268}}) {
+      const std::vector<float> x = random_floats(n, rng, 20.0f);
+      std::vector<uint16_t> p(n);
+      const float sum = softmax_numerators_bf16(x.data(), n, 0.25f, p.data());
+      const double top = *std::max_element(x.begin(), x.end());
+      double want_sum = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const double want = std::exp(0.25 * (x[i] - top));
+        want_sum += want;
+        ASSERT_NEAR(bf16_to_f32(p[i]), want, want / 256 + 1e-30) << isa_name(isa) << " i " << i;
+      }
+      EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum) << isa_name(isa) << " n " << n;
+    }
+  }
+}
+
+// ---- bf16 products on AMX tiles ----
+
+std::vector<uint16_t> random_bf16(size_t n, std::mt19937& rng) {
+  std::vector<uint16_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = f32_to_bf16(random_floats(1, rng)[0]);
+  return v;
+}
+
+// sum_k a[k] b[k] in double, and the sum of |a[k] b[k]| (the scale of the rounding error).
+std::pair<double, double> dot_and_scale(const float* a, const uint16_t* b, size_t k, bool round_a) {
+  double dot = 0, scale = 0;
+  for (size_t j = 0; j < k; ++j) {
+    const double av = round_a ? bf16_to_f32(f32_to_bf16(a[j])) : a[j], p = av * bf16_to_f32(b[j]);
+    dot += p;
+    scale += std::fabs(p);
+  }
+  return {dot, scale};
+}
+
+TEST(KernelTiles, PackUnpackRoundTripsAndKeepsTheSize) {
+  std::mt19937 rng(40);
+  const size_t rows = 64, cols = 96;
+  const std::vector<uint16_t> w = random_bf16(rows * cols, rng);
+  std::vector<uint16_t> packed(rows * cols), back(rows * cols);
+  pack_tiles_bf16(w.data(), cols, rows, cols, packed.data());
+  EXPECT_NE(packed, w);
+  unpack_tiles_bf16(packed.data(), rows, cols, back.data());
+  EXPECT_EQ(back, w);
+  // in place through pack_weights, as the loader does
+  std::vector<uint16_t> in_place = w;
+  pack_weights(DType::bf16, Layout::tiles_bf16, in_place.data(), rows, cols);
+  EXPECT_EQ(in_place, packed);
+  EXPECT_FALSE(tiles_fit(48, 96));
+  EXPECT_FALSE(tiles_fit(64, 80));
+  EXPECT_THROW(pack_tiles_bf16(w.data(), cols, 48, cols, packed.data()), std::invalid_argument);
+  EXPECT_THROW(pack_weights(DType::f16, Layout::tiles_bf16, in_place.data(), rows, cols), std::invalid_argument);
+}
+
+// matmul on tiles_bf16 weights against double precision: batches below, at and past a 32-row block
+// (the tail), K past one pass over the outputs (2048), threaded; with AMX the activations are bf16,
+// without it (switched off, or another ISA forced) the float path runs on the same weights.
+TEST(KernelTiles, MatmulMatchesDoublePrecisionWithAndWithoutAmx) {
+  IsaGuard guard;
+  struct AmxGuard {
+    ~AmxGuard() { set_amx(true); }
+  } amx_guard;
+  std::mt19937 rng(41);
+  ThreadPool pool(2);
+  for (auto [rows, cols] : {std::pair<size_t, size_t>{64, 96}, {544, 2080}}) {
+    const std::vector<uint16_t> w = random_bf16(rows * cols, rng);
+    std::vector<uint16_t> packed = w;
+    pack_weights(DType::bf16, Layout::tiles_bf16, packed.data(), rows, cols);
+    for (size_t batch : {size_t{1}, size_t{32}, size_t{70}}) {
+      const std::vector<float> x = random_floats(batch * cols, rng);
+      for (bool amx : {true, false}) {
+        if (amx && !amx_detected()) continue;
+        set_amx(amx);
+        std::vector<float> y(batch * rows, -1.0f);
+        matmul(DType::bf16, Layout::tiles_bf16, packed.data(), rows, cols, x.data(), batch, y.data(), &pool);
+        for (size_t b = 0; b < batch; ++b)
+          for (size_t r = 0; r < rows; ++r) {
+            const auto [want, scale] = dot_and_scale(x.data() + b * cols, w.data() + r * cols, cols, amx);
+            ASSERT_NEAR(y[b * rows + r], want, 1e-5 * scale + 1e-6)
+                << "amx " << amx << " " << rows << "x" << cols << " batch " << batch << " b " << b << " r " << r;
+          }
+      }
+    }
+  }
+  if (!amx_detected()) GTEST_SKIP() << "this CPU has no AMX-BF16: only the float path ran";
+}
+
+// The one-thread GEMM the vision tower's attention uses, on strided A and C.
+TEST(KernelTiles, GemmOnStridedOperands) {
+  if (!amx_available()) GTEST_SKIP() << "this CPU has no AMX-BF16";
+  std::mt19937 rng(42);
+  const size_t m = 45, n = 64, k = 128, lda = 200, ldc = 100;
+  const std::vector<uint16_t> a = random_bf16(m * lda, rng), w = random_bf16(n * k, rng);
+  std::vector<uint16_t> b(n * k);
+  pack_tiles_bf16(w.data(), k, n, k, b.data());
+  std::vector<float> c(m * ldc, 7.0f);
+  gemm_tiles_bf16(a.data(), lda, m, b.data(), n, k, c.data(), ldc);
+  for (size_t i = 0; i < m; ++i) {
+    for (size_t j = 0; j < n; ++j) {
+      double want = 0, scale = 0;
+      for (size_t q = 0; q < k; ++q) {
+        const double p = double{bf16_to_f32(a[i * lda + q])} * bf16_to_f32(w[j * k + q]);
+        want += p;
+        scale += std::fabs(p);
+      }
+      ASSERT_NEAR(c[i * ldc + j], want, 1e-5 * scale) << i << " " << j;
+    }
+    for (size_t j = n; j < ldc; ++j) ASSERT_EQ(c[i * ldc + j], 7.0f) << "wrote past the row";
+  }
+}
+
 // Attention against a double-precision softmax: queries with different visible lengths (crossing
 // key blocks) and runs of equal ones (the kernels take those two at a time), head sizes that are not
 // a multiple of the vector width or exceed 128, every path.

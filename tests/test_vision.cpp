@@ -114,6 +114,28 @@ TEST_P(Tower, QuantizedAtLoadStaysTheSameTower) {
   }
 }
 
+// BF16 on AMX tiles (vision.quantization auto on such a CPU): every product a bf16 tile product,
+// attention's two included (VisionEncoder::attention_tiles); on a CPU without AMX, the float path.
+TEST_P(Tower, OnAmxTilesStaysWithinTheFloatTolerance) {
+  AUTOGLM_REQUIRE_FIXTURES();
+  model::LoadOptions options;
+  options.quantize_to = kernels::DType::bf16;
+  options.bf16_tiles = true;
+  const auto tower = load_tower(GetParam(), options);
+  EXPECT_EQ(tower->weight_type, kernels::amx_available() ? "BF16 on AMX tiles" : "BF16");
+  kernels::ThreadPool pool(2);
+  vision::VisionEncoder encoder(*tower, pool);
+  for (const char* image : kImages) {
+    const RelDiff d = relative_diff(encode_reference_pixels(encoder, image),
+                                    npy::read_f32(refs() / (std::string(image) + ".vision_embeds.npy")).data);
+    std::printf("  %s %s %s: rms %.3g max %.3g (relative to rms(ref))\n", GetParam().c_str(), image,
+                tower->weight_type.c_str(), d.rms, d.max_abs);
+    EXPECT_LE(d.rms, 1e-2) << image;
+    EXPECT_LE(d.max_abs, 5e-2) << image;
+  }
+  if (!kernels::amx_available()) GTEST_SKIP() << "this CPU has no AMX-BF16: the float path ran";
+}
+
 INSTANTIATE_TEST_SUITE_P(Forms, Tower, testing::Values("hf", "mmproj"));
 
 TEST(MultimodalPositions, AsGetRopeIndexGivesThem) {

@@ -18,7 +18,7 @@ enum class Backend { kAuto, kCpu, kCuda };
 enum class KvCacheType { kF16, kQ8_0 };
 // The vision tower's matrices: auto = Q8_0 when stored as floats and served from the CPU (int8
 // products; several times faster there), else as model.quantization says.
-enum class VisionQuantization { kAuto, kAsStored, kQ8_0 };
+enum class VisionQuantization { kAuto, kAsStored, kBf16, kQ8_0 };
 
 // The names the YAML file uses: "q4_k", "cuda", "q8_0".
 std::string_view to_string(Quantization q);

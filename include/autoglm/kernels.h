@@ -86,7 +86,11 @@ void matmul(DType type, const void* w, size_t rows, size_t cols, const float* x,
 // gathers at any batch size (llama.cpp's "repack" does the same for its CPU kernels). A panels16
 // matrix has the size of the stored one; rows past the last whole panel stay in the stored format.
 // Results are bit-identical to the stored layout's.
-enum class Layout { rows, panels16 };
+//
+// `tiles_bf16` (BF16 weights whose rows and columns are multiples of 32) is AMX's B operand: see
+// "bf16 products on AMX tiles" below. preferred_layout never returns it: a caller picks it where
+// rounding the activations to bf16 is acceptable (the vision tower).
+enum class Layout { rows, panels16, tiles_bf16 };
 // The layout matmul is fastest with for these weights on the active ISA: panels16 for Q8_0, Q4_0,
 // Q4_K and Q6_K with AVX-512 VNNI and at least 16 rows, rows otherwise.
 Layout preferred_layout(DType type, size_t rows);
@@ -111,6 +115,28 @@ struct Product {
 };
 void matmul(std::span<const Product> products, size_t cols, const float* x, size_t batch, ThreadPool* pool);
 
+// ---- bf16 products on AMX tiles ----
+//
+// Intel AMX (Sapphire Rapids and later) multiplies 16 x 32 bf16 tiles into 16 x 16 f32 tiles at
+// ~1 TFLOP/s a core, against ~0.25 for the VNNI int8 kernels. Layout::tiles_bf16 stores an
+// n x k bf16 matrix (n, k multiples of 32) as AMX's B operand: for each panel of 16 rows, for each
+// 32 columns, one 1 KiB tile whose row j holds elements 2j and 2j + 1 of each of the 16 rows in
+// turn. Same size as the stored matrix. The activations are rounded to bf16 (nearest even) and the
+// products summed in f32 by the tiles; results do not depend on the thread count or the batch.
+bool amx_detected();          // the CPU has AMX-BF16 and Linux granted this process the tile state
+bool amx_available();         // detected, not switched off, and active_isa() is avx512
+void set_amx(bool on);        // for tests and benchmarks (clamped to amx_detected)
+bool tiles_fit(size_t rows, size_t cols);
+void to_bf16(const float* x, uint16_t* y, size_t n);  // round to nearest even
+// src: rows x cols bf16, row r at src + r * ld; dst: rows * cols elements in tiles_bf16.
+void pack_tiles_bf16(const uint16_t* src, size_t ld, size_t rows, size_t cols, uint16_t* dst);
+void unpack_tiles_bf16(const uint16_t* src, size_t rows, size_t cols, uint16_t* dst);
+// C[i][j] = sum_k A[i][k] B[j][k] for i < m, j < n, on this thread: A bf16 (row i at a + i * lda),
+// B n x k in tiles_bf16, C f32 (row i at c + i * ldc). Needs amx_available(); safe on several
+// threads at once.
+void gemm_tiles_bf16(const uint16_t* a, size_t lda, size_t m, const uint16_t* b, size_t n, size_t k, float* c,
+                     size_t ldc);
+
 // ---- activations ----
 
 // SwiGLU's elementwise step: out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with e^x to
@@ -118,6 +144,9 @@ void matmul(std::span<const Product> products, size_t cols, const float* x, size
 void swiglu(const float* gate, const float* up, float* out, size_t n);
 // x[i] = e^(scale (x[i] - max x)) / sum_j e^(scale (x[j] - max x)) over n > 0 values, e^ as swiglu's.
 void softmax(float* x, size_t n, float scale);
+// p[i] = bf16(e^(scale (x[i] - max x))) over n > 0 values; returns the sum of the unrounded values
+// (the caller divides by it): softmax's numerators for a bf16 product with the values.
+float softmax_numerators_bf16(const float* x, size_t n, float scale, uint16_t* p);
 // GELU, the exact (erf) form: out[i] = x/2 (1 + erf(x / sqrt 2)). out may be x.
 void gelu(const float* x, float* out, size_t n);
 // y = x / rms(x) * w over d values (sums in double); y may be x.

@@ -80,6 +80,9 @@ struct LoadOptions {
   // are fastest with on this CPU (kernels::preferred_layout), in place: the mapped pages of those
   // tensors become private memory of the same size. false keeps every matrix as stored (zero-copy).
   bool repack = true;
+  // BF16 matrices whose shape fits go to kernels::Layout::tiles_bf16 (AMX tile products, the
+  // activations rounded to bf16) when the CPU has AMX-BF16: the vision tower's fastest form.
+  bool bf16_tiles = false;
 };
 
 class Model {

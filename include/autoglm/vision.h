@@ -116,6 +116,7 @@ class VisionEncoder {
   void rotate(size_t n);
   void attention(PatchGrid grid, size_t n);
   void attention_int8(PatchGrid grid, size_t n);
+  void attention_tiles(PatchGrid grid, size_t n);
   void merge(size_t n, std::vector<float>& out);
   void for_each_row(size_t n, const std::function<void(size_t)>& fn);
 
@@ -131,6 +132,10 @@ class VisionEncoder {
   bool int8_attention_ = false;
   std::vector<uint8_t> kq_, vq_;
   std::vector<float> vt_, qt_, scores_, probs_, ot_;
+  // A tower on AMX tiles: attention as bf16 tile products (attention_tiles), on the queries, keys
+  // and values in bf16, a frame's keys and transposed values packed as tiles per head.
+  bool tiles_attention_ = false;
+  std::vector<uint16_t> qkv16_, keys16_, values16_;
 };
 
 // ---- how long the tower takes on this machine ----------------------------------------------------

@@ -168,13 +168,21 @@ model::LoadOptions load_options(const config::Config& cfg, const fs::path& model
 
 }  // namespace
 
-// The vision tower is quantized at load whatever the text model's format (an mmproj is usually
-// shipped as F16): vision.quantization q8_0, a quantized model.quantization, or by default (auto) on
-// the CPU, where the int8 tower is several times faster than the float one. as_stored keeps it.
+// The vision tower's form whatever the text model's (an mmproj is usually shipped as F16). By default
+// (auto) on the CPU: BF16 on AMX tiles where the CPU has AMX-BF16 (Sapphire Rapids and later), else
+// Q8_0, whose int8 products are several times faster than the float ones; bf16 and q8_0 ask for
+// one. A quantized model.quantization takes Q8_0 where there is no AMX. as_stored keeps the tower.
 model::LoadOptions vision_load_options(const config::Config& cfg, model::LoadOptions o) {
   const config::VisionQuantization v = cfg.vision.quantization;
+  o.bf16_tiles = false;
   if (v == config::VisionQuantization::kAsStored) {
     o.quantize_to.reset();
+    return o;
+  }
+  const bool cpu = cfg.runtime.backend != config::Backend::kCuda;
+  if (v == config::VisionQuantization::kBf16 || (v == config::VisionQuantization::kAuto && cpu && kernels::amx_available())) {
+    o.quantize_to = kernels::DType::bf16;
+    o.bf16_tiles = true;
     return o;
   }
   const config::Quantization q = cfg.model.quantization;

@@ -99,8 +99,10 @@ constexpr std::array<Named<Backend>, 3> kBackends{
     {{Backend::kAuto, "auto"}, {Backend::kCpu, "cpu"}, {Backend::kCuda, "cuda"}}};
 constexpr std::array<Named<KvCacheType>, 2> kKvCacheTypes{
     {{KvCacheType::kF16, "f16"}, {KvCacheType::kQ8_0, "q8_0"}}};
-constexpr std::array<Named<VisionQuantization>, 3> kVisionQuantizations{
-    {{VisionQuantization::kAuto, "auto"}, {VisionQuantization::kAsStored, "as_stored"}, {VisionQuantization::kQ8_0, "q8_0"}}};
+constexpr std::array<Named<VisionQuantization>, 4> kVisionQuantizations{{{VisionQuantization::kAuto, "auto"},
+                                                                         {VisionQuantization::kAsStored, "as_stored"},
+                                                                         {VisionQuantization::kBf16, "bf16"},
+                                                                         {VisionQuantization::kQ8_0, "q8_0"}}};
 constexpr std::array<Named<bool>, 2> kBooleans{{{true, "true"}, {false, "false"}}};
 constexpr std::array<std::string_view, 5> kTemplateNames{"glm4", "glm4v", "llama3", "chatml", "llama2"};
 

@@ -58,6 +58,17 @@ void softmax(float* x, size_t n, float scale) {
   portable::softmax_body(x, n, scale);
 }
 
+float softmax_numerators_bf16(const float* x, size_t n, float scale, uint16_t* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (active_isa()) {
+    case Isa::avx512: return avx512::softmax_numerators_bf16_body(x, n, scale, p);
+    case Isa::avx2: return avx2::softmax_numerators_bf16_body(x, n, scale, p);
+    case Isa::scalar: break;
+  }
+#endif
+  return portable::softmax_numerators_bf16_body(x, n, scale, p);
+}
+
 void gelu(const float* x, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
 }

@@ -16,9 +16,8 @@ inline void swiglu_body(const float* gate, const float* up, float* out, size_t n
   for (size_t i = 0; i < n; ++i) out[i] = silu_of(gate[i]) * up[i];
 }
 
-// x[i] = e^(scale (x[i] - max)) / sum over n values; 16 partial maxima and sums so that the loops
-// vectorize without reassociating float math.
-inline void softmax_body(float* x, size_t n, float scale) {
+// The largest of n values; 16 partial maxima so that the loop vectorizes.
+inline float max_of(const float* x, size_t n) {
   float m[16];
   for (float& v : m) v = -3.0e38f;
   size_t i = 0;
@@ -27,9 +26,16 @@ inline void softmax_body(float* x, size_t n, float scale) {
   float top = -3.0e38f;
   for (float v : m) top = v > top ? v : top;
   for (; i < n; ++i) top = x[i] > top ? x[i] : top;
+  return top;
+}
+
+// x[i] = e^(scale (x[i] - max)) / sum over n values; 16 partial sums so that the loops vectorize
+// without reassociating float math.
+inline void softmax_body(float* x, size_t n, float scale) {
+  const float top = max_of(x, n);
   for (size_t k = 0; k < n; ++k) x[k] = exp_nonpositive(scale * (x[k] - top));
   float s[16] = {};
-  i = 0;
+  size_t i = 0;
   for (; i + 16 <= n; i += 16)
     for (size_t j = 0; j < 16; ++j) s[j] += x[i + j];
   float sum = 0;
@@ -37,4 +43,25 @@ inline void softmax_body(float* x, size_t n, float scale) {
   for (; i < n; ++i) sum += x[i];
   const float inv = 1.0f / sum;
   for (size_t k = 0; k < n; ++k) x[k] *= inv;
+}
+
+// p[i] = e^(scale (x[i] - max)) rounded to bf16 (nearest even; the values are finite and positive),
+// and the sum of the unrounded values: softmax's numerators for a bf16 product.
+inline float softmax_numerators_bf16_body(const float* x, size_t n, float scale, uint16_t* p) {
+  const float top = max_of(x, n);
+  float s[16] = {};
+  auto one = [&](size_t k, float& acc) {
+    const float e = exp_nonpositive(scale * (x[k] - top));
+    acc += e;
+    uint32_t u;
+    std::memcpy(&u, &e, sizeof(u));
+    p[k] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (size_t j = 0; j < 16; ++j) one(i + j, s[j]);
+  float sum = 0;
+  for (float v : s) sum += v;
+  for (; i < n; ++i) one(i, sum);
+  return sum;
 }

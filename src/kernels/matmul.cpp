@@ -222,8 +222,10 @@ void qmatmul(std::span<const Product> ps, size_t cols, const float* x, size_t ba
 }
 
 void check_product(const Product& p) {
-  if (p.layout != Layout::rows && !panel_format(p.type))
+  if (p.layout == Layout::panels16 && !panel_format(p.type))
     throw std::invalid_argument("matmul: this weight type has no panels16 layout");
+  if (p.layout == Layout::tiles_bf16 && p.type != DType::bf16)
+    throw std::invalid_argument("matmul: the tiles_bf16 layout holds BF16 weights only");
 }
 
 }  // namespace
@@ -250,6 +252,7 @@ void matmul(DType type, Layout layout, const void* w, size_t rows, size_t cols, 
   const Product p{type, layout, w, rows, y};
   check_product(p);
   if (rows == 0 || batch == 0) return;
+  if (layout == Layout::tiles_bf16) return matmul_tiles_bf16(w, rows, cols, x, batch, y, pool);
   qmatmul(std::span(&p, 1), cols, x, batch, pool);
 }
 

@@ -137,6 +137,12 @@ Layout preferred_layout(DType type, size_t rows) {
 
 void pack_weights(DType type, Layout layout, void* w, size_t rows, size_t cols) {
   if (layout == Layout::rows) return;
+  if (layout == Layout::tiles_bf16) {
+    if (type != DType::bf16) throw std::invalid_argument("pack_weights: the tiles_bf16 layout holds BF16 weights only");
+    auto* elems = static_cast<uint16_t*>(w);
+    const std::vector<uint16_t> stored(elems, elems + rows * cols);
+    return pack_tiles_bf16(stored.data(), cols, rows, cols, elems);
+  }
   const PanelFormat* f = panel_format(type);
   if (!f) throw std::invalid_argument("pack_weights: this weight type has no panels16 layout");
   const size_t stride = row_bytes(type, cols);

@@ -42,6 +42,9 @@ VisionEncoder::VisionEncoder(const VisionModel& model, kernels::ThreadPool& pool
   // a tower quantized to int8 computes attention's products in int8 too; float towers stay exact
   int8_attention_ = !model_.blocks.empty() && model_.blocks[0].qkv.type == kernels::DType::q8_0 &&
                     model_.config.head_dim % 32 == 0;
+  // and a tower on AMX tiles computes them on the tiles, in bf16
+  tiles_attention_ = !model_.blocks.empty() && model_.blocks[0].qkv.layout == kernels::Layout::tiles_bf16 &&
+                     model_.config.head_dim % 32 == 0;
   const size_t quarter = model_.config.head_dim / 4;  // frequencies per axis
   for (size_t k = 0; k < quarter; ++k)
     inv_freq_.push_back(std::pow(double{model_.config.rope_base}, -2.0 * static_cast<double>(k) / (2.0 * static_cast<double>(quarter))));
@@ -114,6 +117,7 @@ void VisionEncoder::rotate(size_t n) {
 // Full attention within each frame, on the f32 queries, keys and values.
 void VisionEncoder::attention(PatchGrid grid, size_t n) {
   rotate(n);
+  if (tiles_attention_ && kernels::amx_available()) return attention_tiles(grid, n);
   if (int8_attention_) return attention_int8(grid, n);
   const VisionConfig& c = model_.config;
   const size_t d = c.d_model, hd = c.head_dim, stride = 3 * d;
@@ -198,6 +202,61 @@ void VisionEncoder::attention_int8(PatchGrid grid, size_t) {
         for (size_t i = 0; i < tile; ++i) std::copy_n(ot_.data() + i * hd, hd, out + (first + i) * d + h * hd);
       }
     }
+  }
+}
+
+// The same attention as two bf16 tile products per tile of queries, frame and head: scores =
+// Q K^T over all the frame's keys, softmax numerators in bf16, then P V, divided by the sums. Keys
+// and transposed values are packed as tiles once per frame and head; a tile's scores take kTile
+// rows of the frame's length, never n^2.
+void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
+  const VisionConfig& c = model_.config;
+  const size_t d = c.d_model, hd = c.head_dim, stride = 3 * d, heads = c.n_heads;
+  const size_t per_frame = size_t{grid.h} * grid.w, padded = (per_frame + 31) / 32 * 32;
+  constexpr size_t kTile = 128;  // queries per job: the keys and values are read once for them all
+  qkv16_.resize(n * stride);
+  uint16_t* q16 = qkv16_.data();
+  pool_.run(n, 64, [&](size_t begin, size_t end) {
+    kernels::to_bf16(qkv_.data() + begin * stride, q16 + begin * stride, (end - begin) * stride);
+  });
+  keys16_.resize(heads * padded * hd);
+  values16_.resize(heads * hd * padded);
+  uint16_t *keys = keys16_.data(), *values = values16_.data();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t tiles = (per_frame + kTile - 1) / kTile;
+  for (size_t frame = 0; frame < grid.t; ++frame) {
+    const uint16_t* rows = q16 + frame * per_frame * stride;
+    pool_.run(heads, 1, [&](size_t begin, size_t end) {
+      std::vector<uint16_t> k(padded * hd, 0), vt(hd * padded, 0);  // zero rows past the frame's keys
+      for (size_t h = begin; h < end; ++h) {
+        for (size_t p = 0; p < per_frame; ++p) {
+          const uint16_t* row = rows + p * stride + h * hd;
+          std::copy_n(row + d, hd, k.data() + p * hd);
+          for (size_t r = 0; r < hd; ++r) vt[r * padded + p] = row[2 * d + r];
+        }
+        kernels::pack_tiles_bf16(k.data(), hd, padded, hd, keys + h * padded * hd);
+        kernels::pack_tiles_bf16(vt.data(), padded, hd, padded, values + h * hd * padded);
+      }
+    });
+    pool_.run(heads * tiles, 1, [&](size_t begin, size_t end) {
+      std::vector<float> scores(kTile * padded), out(kTile * hd);
+      std::vector<uint16_t> probs(kTile * padded, 0);
+      std::vector<float> sums(kTile);
+      for (size_t job = begin; job < end; ++job) {
+        const size_t h = job % heads, first = job / heads * kTile, m = std::min(kTile, per_frame - first);
+        kernels::gemm_tiles_bf16(rows + first * stride + h * hd, stride, m, keys + h * padded * hd, padded, hd,
+                                 scores.data(), padded);
+        for (size_t i = 0; i < m; ++i)
+          sums[i] = kernels::softmax_numerators_bf16(scores.data() + i * padded, per_frame, scale,
+                                                     probs.data() + i * padded);
+        kernels::gemm_tiles_bf16(probs.data(), padded, m, values + h * hd * padded, hd, padded, out.data(), hd);
+        float* o = att_.data() + (frame * per_frame + first) * d + h * hd;
+        for (size_t i = 0; i < m; ++i) {
+          const float inv = 1.0f / sums[i];
+          for (size_t r = 0; r < hd; ++r) o[i * d + r] = out[i * hd + r] * inv;
+        }
+      }
+    });
   }
 }
 

@@ -75,6 +75,7 @@ class Builder {
       target_ = is_float ? q : kernels::DType::q8_0;
     }
     repack_ = options.repack;
+    tiles_ = options.bf16_tiles && kernels::amx_available();
   }
 
   const Tensor& find(const std::string& name) const {
@@ -152,7 +153,10 @@ class Builder {
   model::Matrix finish(const std::string& name, size_t rows, size_t cols, kernels::DType type,
                        std::unique_ptr<uint8_t[]> buffer) {
     model::Matrix mat{type, rows, cols, m_.keep_buffer(std::move(buffer)), name};
-    if (repack_) {
+    if (tiles_ && type == kernels::DType::bf16 && kernels::tiles_fit(rows, cols)) {
+      kernels::pack_weights(type, kernels::Layout::tiles_bf16, const_cast<void*>(mat.data), rows, cols);
+      mat.layout = kernels::Layout::tiles_bf16;
+    } else if (repack_) {
       const kernels::Layout layout = kernels::preferred_layout(type, rows);
       if (layout != kernels::Layout::rows) {
         kernels::pack_weights(type, layout, const_cast<void*>(mat.data), rows, cols);
@@ -166,6 +170,7 @@ class Builder {
   const Index& index_;
   std::optional<kernels::DType> target_;
   bool repack_ = true;
+  bool tiles_ = false;
 };
 
 std::optional<kernels::DType> float_type_of(const std::string& dtype) {
@@ -267,7 +272,8 @@ void build_common(Builder& b, VisionModel& m, const std::function<std::string(co
   m.merger_gate = b.linear(name("merger_gate"), c.merger_ffn_dim, c.out_dim);
   m.merger_up = b.linear(name("merger_up"), c.merger_ffn_dim, c.out_dim);
   m.merger_down = b.linear(name("merger_down"), c.out_dim, c.merger_ffn_dim);
-  m.weight_type = kernels::dtype_info(m.blocks.front().qkv.type).name;  // the blocks' products, for reports
+  const model::Matrix& qkv = m.blocks.front().qkv;  // the blocks' products, for reports
+  m.weight_type = std::string(kernels::dtype_info(qkv.type).name) + (qkv.layout == kernels::Layout::tiles_bf16 ? " on AMX tiles" : "");
 }
 
 // Role -> name in a transformers checkpoint.

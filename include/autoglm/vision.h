@@ -78,10 +78,12 @@ class VisionModel {
   std::filesystem::path path;
   std::string weight_type;            // the matrices' type, for reports ("BF16", "Q8_0", ...)
 
-  // Storage behind the matrices.
-  const uint8_t* keep_buffer(std::unique_ptr<uint8_t[]> buffer) {
-    owned_.push_back(std::move(buffer));
-    return owned_.back().get();
+  // Storage behind the matrices, owned by the model: `bytes` bytes at a 64-byte boundary (an AMX
+  // tile row that straddles two cache lines halves the product's speed).
+  uint8_t* new_buffer(size_t bytes) {
+    owned_.push_back(std::make_unique<uint8_t[]>(bytes + 63));
+    const auto at = reinterpret_cast<uintptr_t>(owned_.back().get());
+    return reinterpret_cast<uint8_t*>((at + 63) & ~uintptr_t{63});
   }
 
  private:
@@ -122,7 +124,8 @@ class VisionEncoder {
 
   const VisionModel& model_;
   kernels::ThreadPool& pool_;
-  std::vector<float> x_, h_, qkv_, att_, gate_, up_, merged_, m1_;
+  // the products' inputs and outputs at cache-line boundaries (AMX tiles)
+  kernels::aligned_vector<float> x_, h_, qkv_, att_, gate_, up_, merged_, m1_;
   std::vector<float> rope_cos_, rope_sin_;   // [n][head_dim / 2]
   std::vector<uint32_t> row_, col_;          // each patch's row and column in its frame
   std::vector<double> inv_freq_;             // rope_base^(-2k / (head_dim / 2))
@@ -135,7 +138,7 @@ class VisionEncoder {
   // A tower on AMX tiles: attention as bf16 tile products (attention_tiles), on the queries, keys
   // and values in bf16, a frame's keys and transposed values packed as tiles per head.
   bool tiles_attention_ = false;
-  std::vector<uint16_t> qkv16_, keys16_, values16_;
+  kernels::aligned_vector<uint16_t> qkv16_, keys16_, values16_;
 };
 
 // ---- how long the tower takes on this machine ----------------------------------------------------

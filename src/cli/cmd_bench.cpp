@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "autoglm/benchmark.h"
+#include "autoglm/config.h"
 #include "autoglm/error.h"
 #include "autoglm/exit_codes.h"
 #include "autoglm/progress.h"
@@ -23,6 +24,7 @@
 #include "autoglm/units.h"
 #include "commands.h"
 #include "model_setup.h"
+#include "service.h"
 
 namespace autoglm::cli {
 namespace {
@@ -44,6 +46,7 @@ int free_loopback_port() {
 
 struct BenchArgs {
   std::string model, quantization, url, duration, api_key, mmproj;
+  std::string vision_quantization = "auto";
   std::vector<std::string> images;
   size_t agent_steps = 0;
   size_t agent_answer_tokens = 80;
@@ -75,6 +78,20 @@ model::LoadOptions load_options(const std::string& quantization) {
   return load;
 }
 
+// The vision tower's load options as `serve` would pick them for vision.quantization (and the text
+// model's --quantization).
+model::LoadOptions vision_options(const BenchArgs& a, const model::LoadOptions& load) {
+  config::Config cfg;
+  const std::pair<const char*, config::VisionQuantization> names[] = {{"auto", config::VisionQuantization::kAuto},
+                                                                      {"as_stored", config::VisionQuantization::kAsStored},
+                                                                      {"bf16", config::VisionQuantization::kBf16},
+                                                                      {"q8_0", config::VisionQuantization::kQ8_0}};
+  for (const auto& [name, value] : names)
+    if (a.vision_quantization == name) cfg.vision.quantization = value;
+  if (load.quantize_to) cfg.model.quantization = config::Quantization::kQ8_0;  // any quantized type: the tower's rule is the same
+  return vision_load_options(cfg, load);
+}
+
 int run_local(BenchArgs& a) {
   refuse_flags(a.http_only, "--model (they are for --url)");
   a.local.progress = ProgressBar::stderr_is_tty();
@@ -99,7 +116,7 @@ int run_image(BenchArgs& a) {
   load.repack = !a.no_repack;
   const auto m = model::Model::load(a.model, load);
   const Tokenizer tok = load_tokenizer(a.model);
-  VisionSetup v = load_vision(a.model, a.mmproj, load, tok);
+  VisionSetup v = load_vision(a.model, a.mmproj, vision_options(a, load), tok);
   if (!v.model) throw Error(kExitUsage, "--image: this model has no vision tower (give a GLM-4.1V folder, or --mmproj)");
   set_pixel_limits(v, a.min_pixels, a.max_pixels);
   if (a.images.size() != 1) throw Error(kExitUsage, "--image: give one image (several go with --agent-steps)");
@@ -143,7 +160,7 @@ int run_agent_local(const BenchArgs& a) {
   if (!a.mmproj.empty()) yaml += fmt::format("  mmproj: \"{}\"\n", fs::absolute(a.mmproj).string());
   if (!a.quantization.empty()) yaml += fmt::format("  quantization: {}\n", a.quantization);
   yaml += fmt::format("runtime:\n  threads: {}\n", a.local.threads);
-  if (a.min_pixels || a.max_pixels) yaml += "vision:\n";
+  yaml += fmt::format("vision:\n  quantization: {}\n", a.vision_quantization);
   if (a.min_pixels) yaml += fmt::format("  min_pixels: {}\n", a.min_pixels);
   if (a.max_pixels) yaml += fmt::format("  max_pixels: {}\n", a.max_pixels);
   const fs::path config = dir / "service.yaml", log = dir / "server.log";
@@ -227,6 +244,10 @@ int run_bench(BenchArgs& a) {
 void add_local_flags(CLI::App* cmd, BenchArgs& a) {
   a.local_only = {
       cmd->add_option("--quantization", a.quantization, "for HF weights: quantize at load to q8_0, q4_0, q4_k"),
+      cmd->add_option("--vision-quantization", a.vision_quantization,
+                      "the vision tower's form, as vision.quantization: auto (default: BF16 on AMX tiles where the CPU "
+                      "has them, else Q8_0), as_stored, bf16, q8_0")
+          ->check(CLI::IsMember({"auto", "as_stored", "bf16", "q8_0"})),
       cmd->add_option("-p,--n-prompt", a.local.prompt_tokens, "prompt tokens per sequence: the pp<N> test (default 512; 0 skips it)"),
       cmd->add_option("-n,--n-gen", a.local.gen_tokens, "tokens generated per sequence: the tg<N> test (default 128; 0 skips it)"),
       cmd->add_option("--tg-context", a.local.tg_context,

@@ -47,21 +47,27 @@ inline void softmax_body(float* x, size_t n, float scale) {
 
 // p[i] = e^(scale (x[i] - max)) rounded to bf16 (nearest even; the values are finite and positive),
 // and the sum of the unrounded values: softmax's numerators for a bf16 product.
+inline uint16_t bf16_of_finite(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 inline float softmax_numerators_bf16_body(const float* x, size_t n, float scale, uint16_t* p) {
   const float top = max_of(x, n);
-  float s[16] = {};
-  auto one = [&](size_t k, float& acc) {
-    const float e = exp_nonpositive(scale * (x[k] - top));
-    acc += e;
-    uint32_t u;
-    std::memcpy(&u, &e, sizeof(u));
-    p[k] = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-  };
+  float s[16] = {}, e[16];
   size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (size_t j = 0; j < 16; ++j) one(i + j, s[j]);
+  for (; i + 16 <= n; i += 16) {
+    for (size_t j = 0; j < 16; ++j) e[j] = exp_nonpositive(scale * (x[i + j] - top));
+    for (size_t j = 0; j < 16; ++j) s[j] += e[j];
+    for (size_t j = 0; j < 16; ++j) p[i + j] = bf16_of_finite(e[j]);
+  }
   float sum = 0;
   for (float v : s) sum += v;
-  for (; i < n; ++i) one(i, sum);
+  for (; i < n; ++i) {
+    const float v = exp_nonpositive(scale * (x[i] - top));
+    sum += v;
+    p[i] = bf16_of_finite(v);
+  }
   return sum;
 }

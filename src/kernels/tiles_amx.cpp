@@ -126,7 +126,7 @@ AUTOGLM_AMX void gemm_rows(const uint16_t* a, size_t lda, size_t m, const uint16
   }
   if (full == m) return;
   // the last rows of A, fewer than 32: through zero-padded copies of A and C, over all of K at once
-  thread_local std::vector<uint16_t> tail_a;
+  thread_local aligned_vector<uint16_t> tail_a;
   tail_a.assign(kBlock * k, 0);
   for (size_t i = full; i < m; ++i) std::memcpy(tail_a.data() + (i - full) * k, a + i * lda, k * 2);
   alignas(64) float tail_c[kBlock * kBlock];
@@ -217,7 +217,7 @@ void matmul_tiles_bf16(const void* w, size_t rows, size_t cols, const float* x, 
     return;
   }
 #if defined(__x86_64__)
-  thread_local std::vector<uint16_t> xb;
+  thread_local aligned_vector<uint16_t> xb;
   xb.resize(batch * cols);
   uint16_t* a = xb.data();  // this thread's buffer: a worker naming xb would get its own
   if (pool && pool->size() > 1 && batch >= 64)

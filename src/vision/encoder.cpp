@@ -227,7 +227,7 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
   for (size_t frame = 0; frame < grid.t; ++frame) {
     const uint16_t* rows = q16 + frame * per_frame * stride;
     pool_.run(heads, 1, [&](size_t begin, size_t end) {
-      std::vector<uint16_t> k(padded * hd, 0), vt(hd * padded, 0);  // zero rows past the frame's keys
+      kernels::aligned_vector<uint16_t> k(padded * hd, 0), vt(hd * padded, 0);  // zero rows past the frame's keys
       for (size_t h = begin; h < end; ++h) {
         for (size_t p = 0; p < per_frame; ++p) {
           const uint16_t* row = rows + p * stride + h * hd;
@@ -239,8 +239,8 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
       }
     });
     pool_.run(heads * tiles, 1, [&](size_t begin, size_t end) {
-      std::vector<float> scores(kTile * padded), out(kTile * hd);
-      std::vector<uint16_t> probs(kTile * padded, 0);
+      kernels::aligned_vector<float> scores(kTile * padded), out(kTile * hd);
+      kernels::aligned_vector<uint16_t> probs(kTile * padded, 0);
       std::vector<float> sums(kTile);
       for (size_t job = begin; job < end; ++job) {
         const size_t h = job % heads, first = job / heads * kTile, m = std::min(kTile, per_frame - first);

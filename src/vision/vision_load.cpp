@@ -115,13 +115,13 @@ class Builder {
                        const std::function<void(size_t, float*)>& fill) {
     const kernels::DType type = type_for(source_type, cols);
     const size_t row_bytes = kernels::row_bytes(type, cols);
-    auto buffer = std::make_unique<uint8_t[]>(row_bytes * rows);
+    uint8_t* data = m_.new_buffer(row_bytes * rows);
     std::vector<float> row(cols);
     for (size_t r = 0; r < rows; ++r) {
       fill(r, row.data());
-      kernels::quantize_row(type, row.data(), buffer.get() + r * row_bytes, cols);
+      kernels::quantize_row(type, row.data(), data + r * row_bytes, cols);
     }
-    return finish(name, rows, cols, type, std::move(buffer));
+    return finish(name, rows, cols, type, data);
   }
 
   // A linear layer's weight: `rows` rows of `cols` values, copied as stored unless quantizing.
@@ -134,9 +134,9 @@ class Builder {
       fail(fmt::format("{}: tensor '{}': rows of {} are not whole blocks", t.file, t.name, cols));
     const size_t row_bytes = kernels::row_bytes(t.type, cols);
     if (type_for(t.type, cols) == t.type) {
-      auto buffer = std::make_unique<uint8_t[]>(row_bytes * rows);
-      std::memcpy(buffer.get(), t.data, row_bytes * rows);
-      return finish(name, rows, cols, t.type, std::move(buffer));
+      uint8_t* data = m_.new_buffer(row_bytes * rows);
+      std::memcpy(data, t.data, row_bytes * rows);
+      return finish(name, rows, cols, t.type, data);
     }
     return matrix(name, rows, cols, t.type, [&](size_t r, float* row) {
       kernels::dequantize_row(t.type, t.data + r * row_bytes, row, cols);
@@ -150,16 +150,15 @@ class Builder {
     return kernels::DType::f32;
   }
 
-  model::Matrix finish(const std::string& name, size_t rows, size_t cols, kernels::DType type,
-                       std::unique_ptr<uint8_t[]> buffer) {
-    model::Matrix mat{type, rows, cols, m_.keep_buffer(std::move(buffer)), name};
+  model::Matrix finish(const std::string& name, size_t rows, size_t cols, kernels::DType type, uint8_t* data) {
+    model::Matrix mat{type, rows, cols, data, name};
     if (tiles_ && type == kernels::DType::bf16 && kernels::tiles_fit(rows, cols)) {
-      kernels::pack_weights(type, kernels::Layout::tiles_bf16, const_cast<void*>(mat.data), rows, cols);
+      kernels::pack_weights(type, kernels::Layout::tiles_bf16, data, rows, cols);
       mat.layout = kernels::Layout::tiles_bf16;
     } else if (repack_) {
       const kernels::Layout layout = kernels::preferred_layout(type, rows);
       if (layout != kernels::Layout::rows) {
-        kernels::pack_weights(type, layout, const_cast<void*>(mat.data), rows, cols);
+        kernels::pack_weights(type, layout, data, rows, cols);
         mat.layout = layout;
       }
     }

@@ -931,6 +931,12 @@ TEST(KernelTiles, PackUnpackRoundTripsAndKeepsTheSize) {
   std::vector<uint16_t> in_place = w;
   pack_weights(DType::bf16, Layout::tiles_bf16, in_place.data(), rows, cols);
   EXPECT_EQ(in_place, packed);
+  // the transposed packer: the same tiles from the matrix stored column by column
+  std::vector<uint16_t> transposed(rows * cols), from_transposed(rows * cols);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t k = 0; k < cols; ++k) transposed[k * rows + r] = w[r * cols + k];
+  pack_tiles_bf16_transposed(transposed.data(), rows, rows, cols, from_transposed.data());
+  EXPECT_EQ(from_transposed, packed);
   EXPECT_FALSE(tiles_fit(48, 96));
   EXPECT_FALSE(tiles_fit(64, 80));
   EXPECT_THROW(pack_tiles_bf16(w.data(), cols, 48, cols, packed.data()), std::invalid_argument);

@@ -148,6 +148,8 @@ bool tiles_fit(size_t rows, size_t cols);
 void to_bf16(const float* x, uint16_t* y, size_t n);  // round to nearest even
 // src: rows x cols bf16, row r at src + r * ld; dst: rows * cols elements in tiles_bf16.
 void pack_tiles_bf16(const uint16_t* src, size_t ld, size_t rows, size_t cols, uint16_t* dst);
+// The same for the n x k matrix src^T: src is cols x rows, element (k, r) at src + k * ld + r.
+void pack_tiles_bf16_transposed(const uint16_t* src, size_t ld, size_t rows, size_t cols, uint16_t* dst);
 void unpack_tiles_bf16(const uint16_t* src, size_t rows, size_t cols, uint16_t* dst);
 // C[i][j] = sum_k A[i][k] B[j][k] for i < m, j < n, on this thread: A bf16 (row i at a + i * lda),
 // B n x k in tiles_bf16, C f32 (row i at c + i * ldc). Needs amx_available(); safe on several

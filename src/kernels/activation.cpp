@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "autoglm/kernels.h"
+#include "qmatmul.h"
 
 namespace autoglm::kernels {
 namespace {
@@ -60,6 +61,7 @@ void softmax(float* x, size_t n, float scale) {
 
 float softmax_numerators_bf16(const float* x, size_t n, float scale, uint16_t* p) {
 #if defined(__x86_64__) || defined(__i386__)
+  if (amx_available()) return softmax_numerators_bf16_amx(x, n, scale, p);
   switch (active_isa()) {
     case Isa::avx512: return avx512::softmax_numerators_bf16_body(x, n, scale, p);
     case Isa::avx2: return avx2::softmax_numerators_bf16_body(x, n, scale, p);

@@ -138,5 +138,7 @@ QRows qrows_panels_avx512(DType type);  // nullptr without VNNI or for a type wi
 // ---- Layout::tiles_bf16 (tiles_amx.cpp) ----
 void matmul_tiles_bf16(const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
                        ThreadPool* pool);
+// softmax_numerators_bf16 in AVX-512 intrinsics with AVX512-BF16's conversion (where amx_available()).
+float softmax_numerators_bf16_amx(const float* x, size_t n, float scale, uint16_t* p);
 
 }  // namespace autoglm::kernels

@@ -16,6 +16,10 @@
 #include "qmatmul.h"
 
 #if defined(__x86_64__)
+// GCC 12's avx512fintrin.h self-initializes its "undefined" registers, which -O3 reports as
+// uninitialized use once inlined (GCC PR 105593, fixed in GCC 13).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -38,7 +42,9 @@ bool probe_amx() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool bf16 = (d >> 22) & 1, tile = (d >> 24) & 1;
-  if (!bf16 || !tile) return false;
+  if (!bf16 || !tile || !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw")) return false;
+  // AVX512-BF16 (the f32 -> bf16 conversions): CPUID.(7, 1):EAX bit 5
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return false;
   // Linux hands out the 8 KiB tile state only to a process that asks (ARCH_REQ_XCOMP_PERM for
   // XFEATURE_XTILEDATA); the grant covers every thread of the process.
   constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
@@ -136,6 +142,45 @@ AUTOGLM_AMX void gemm_rows(const uint16_t* a, size_t lda, size_t m, const uint16
   }
 }
 
+// exp_nonpositive (exp_impl.h) on 16 lanes: x = n ln2 + r, a degree-6 polynomial in r, 2^n built in
+// the exponent bits; x below -87 gives e^-87.
+AUTOGLM_AMX inline __m512 exp_nonpositive16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x));
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+AUTOGLM_AMX float softmax_numerators_avx512(const float* x, size_t n, float scale, uint16_t* p) {
+  __m512 top = _mm512_set1_ps(-3.0e38f);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(x + i));
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - i)) - 1);
+  top = _mm512_mask_max_ps(top, tail, top, _mm512_maskz_loadu_ps(tail, x + i));
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(top)), s = _mm512_set1_ps(scale);
+  __m512 sum = _mm512_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m512 e = exp_nonpositive16(_mm512_mul_ps(s, _mm512_sub_ps(_mm512_loadu_ps(x + i), m)));
+    sum = _mm512_add_ps(sum, e);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  if (tail) {
+    const __m512 e = exp_nonpositive16(_mm512_mul_ps(s, _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + i), m)));
+    sum = _mm512_mask_add_ps(sum, tail, sum, e);
+    _mm256_mask_storeu_epi16(p + i, tail, (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
 AUTOGLM_AMX void to_bf16_avx512(const float* x, uint16_t* y, size_t n) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -160,6 +205,15 @@ void set_amx(bool on) { amx_enabled().store(on && amx_detected()); }
 
 bool tiles_fit(size_t rows, size_t cols) { return rows > 0 && cols > 0 && rows % kBlock == 0 && cols % kStep == 0; }
 
+float softmax_numerators_bf16_amx(const float* x, size_t n, float scale, uint16_t* p) {
+#if defined(__x86_64__)
+  return softmax_numerators_avx512(x, n, scale, p);
+#else
+  (void)x, (void)n, (void)scale, (void)p;
+  return 0;
+#endif
+}
+
 void to_bf16(const float* x, uint16_t* y, size_t n) {
 #if defined(__x86_64__)
   if (amx_available()) return to_bf16_avx512(x, y, n);
@@ -167,10 +221,31 @@ void to_bf16(const float* x, uint16_t* y, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = f32_to_bf16(x[i]);
 }
 
+// Tile after tile, each written in order: row j of a tile is elements 2j, 2j + 1 of its 16 rows.
 void pack_tiles_bf16(const uint16_t* src, size_t ld, size_t rows, size_t cols, uint16_t* dst) {
   check_shape(rows, cols);
-  for (size_t r = 0; r < rows; ++r)
-    for (size_t k = 0; k < cols; ++k) dst[tiled_index(r, k, cols)] = src[r * ld + k];
+  for (size_t panel = 0; panel < rows; panel += kPanel)
+    for (size_t k0 = 0; k0 < cols; k0 += kStep)
+      for (size_t j = 0; j < kStep; j += 2)
+        for (size_t i = 0; i < kPanel; ++i) {
+          const uint16_t* s = src + (panel + i) * ld + k0 + j;
+          *dst++ = s[0];
+          *dst++ = s[1];
+        }
+}
+
+void pack_tiles_bf16_transposed(const uint16_t* src, size_t ld, size_t rows, size_t cols, uint16_t* dst) {
+  check_shape(rows, cols);
+  for (size_t panel = 0; panel < rows; panel += kPanel)
+    for (size_t k0 = 0; k0 < cols; k0 += kStep)
+      for (size_t j = 0; j < kStep; j += 2) {
+        const uint16_t* s0 = src + (k0 + j) * ld + panel;
+        const uint16_t* s1 = s0 + ld;
+        for (size_t i = 0; i < kPanel; ++i) {
+          *dst++ = s0[i];
+          *dst++ = s1[i];
+        }
+      }
 }
 
 void unpack_tiles_bf16(const uint16_t* src, size_t rows, size_t cols, uint16_t* dst) {

@@ -227,15 +227,15 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
   for (size_t frame = 0; frame < grid.t; ++frame) {
     const uint16_t* rows = q16 + frame * per_frame * stride;
     pool_.run(heads, 1, [&](size_t begin, size_t end) {
-      kernels::aligned_vector<uint16_t> k(padded * hd, 0), vt(hd * padded, 0);  // zero rows past the frame's keys
+      kernels::aligned_vector<uint16_t> k(padded * hd, 0), v(padded * hd, 0);  // zero rows past the frame's keys
       for (size_t h = begin; h < end; ++h) {
         for (size_t p = 0; p < per_frame; ++p) {
           const uint16_t* row = rows + p * stride + h * hd;
           std::copy_n(row + d, hd, k.data() + p * hd);
-          for (size_t r = 0; r < hd; ++r) vt[r * padded + p] = row[2 * d + r];
+          std::copy_n(row + 2 * d, hd, v.data() + p * hd);
         }
         kernels::pack_tiles_bf16(k.data(), hd, padded, hd, keys + h * padded * hd);
-        kernels::pack_tiles_bf16(vt.data(), padded, hd, padded, values + h * hd * padded);
+        kernels::pack_tiles_bf16_transposed(v.data(), hd, hd, padded, values + h * hd * padded);
       }
     });
     pool_.run(heads * tiles, 1, [&](size_t begin, size_t end) {

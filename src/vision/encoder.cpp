@@ -213,7 +213,7 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
   const VisionConfig& c = model_.config;
   const size_t d = c.d_model, hd = c.head_dim, stride = 3 * d, heads = c.n_heads;
   const size_t per_frame = size_t{grid.h} * grid.w, padded = (per_frame + 31) / 32 * 32;
-  constexpr size_t kTile = 128;  // queries per job: the keys and values are read once for them all
+  constexpr size_t kTile = 64;  // queries per job: the keys and values are read once for them all
   qkv16_.resize(n * stride);
   uint16_t* q16 = qkv16_.data();
   pool_.run(n, 64, [&](size_t begin, size_t end) {
@@ -227,7 +227,10 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
   for (size_t frame = 0; frame < grid.t; ++frame) {
     const uint16_t* rows = q16 + frame * per_frame * stride;
     pool_.run(heads, 1, [&](size_t begin, size_t end) {
-      kernels::aligned_vector<uint16_t> k(padded * hd, 0), v(padded * hd, 0);  // zero rows past the frame's keys
+      // each thread's scratch, kept from call to call (a fresh one is page faults on every job)
+      thread_local kernels::aligned_vector<uint16_t> k, v;
+      k.assign(padded * hd, 0);  // zero rows past the frame's keys
+      v.assign(padded * hd, 0);
       for (size_t h = begin; h < end; ++h) {
         for (size_t p = 0; p < per_frame; ++p) {
           const uint16_t* row = rows + p * stride + h * hd;
@@ -239,9 +242,12 @@ void VisionEncoder::attention_tiles(PatchGrid grid, size_t n) {
       }
     });
     pool_.run(heads * tiles, 1, [&](size_t begin, size_t end) {
-      kernels::aligned_vector<float> scores(kTile * padded), out(kTile * hd);
-      kernels::aligned_vector<uint16_t> probs(kTile * padded, 0);
-      std::vector<float> sums(kTile);
+      thread_local kernels::aligned_vector<float> scores, out, sums;
+      thread_local kernels::aligned_vector<uint16_t> probs;
+      scores.resize(kTile * padded);
+      out.resize(kTile * hd);
+      sums.resize(kTile);
+      probs.assign(kTile * padded, 0);  // zero columns past the frame's keys
       for (size_t job = begin; job < end; ++job) {
         const size_t h = job % heads, first = job / heads * kTile, m = std::min(kTile, per_frame - first);
         kernels::gemm_tiles_bf16(rows + first * stride + h * hd, stride, m, keys + h * padded * hd, padded, hd,

@@ -50,7 +50,8 @@ std::optional<ScreenshotEstimate> estimate_screenshot(const model::ModelShape& s
   // the tower as deploy loads it: a float one quantized (vision.quantization), a Q8_0 one as it is
   model::LoadOptions options = vision_load_options(cfg, {});
   kernels::DType stored = v.bytes_per_weight >= 3.5 ? kernels::DType::f32 : kernels::DType::bf16;
-  if (v.bytes_per_weight > 0 && v.bytes_per_weight < 1.9) options.quantize_to = kernels::DType::q8_0;  // stored quantized
+  if (v.bytes_per_weight > 0 && v.bytes_per_weight < 1.9 && !options.quantize_to)
+    options.quantize_to = kernels::DType::q8_0;  // stored quantized, served as stored
   const vision::EncodeCost cost = vision::measure_encode_cost(tower_config(v), stored, options, threads);
 
   ScreenshotEstimate e;

@@ -47,7 +47,7 @@ std::optional<ScreenshotEstimate> estimate_screenshot(const model::ModelShape& s
   if (cfg.vision.max_pixels) p.max_pixels = static_cast<uint64_t>(cfg.vision.max_pixels);
   if (max_pixels) p.max_pixels = max_pixels;
 
-  // the tower as deploy loads it: a float one quantized (vision.quantization), a Q8_0 one as it is
+  // the tower as deploy loads it (vision.quantization: BF16 on AMX tiles, Q8_0, or as stored)
   model::LoadOptions options = vision_load_options(cfg, {});
   kernels::DType stored = v.bytes_per_weight >= 3.5 ? kernels::DType::f32 : kernels::DType::bf16;
   if (v.bytes_per_weight > 0 && v.bytes_per_weight < 1.9 && !options.quantize_to)

@@ -189,17 +189,20 @@ AUTOGLM_AMX void to_bf16_avx512(const float* x, uint16_t* y, size_t n) {
 }
 #endif
 
-std::atomic<bool>& amx_enabled() {
-  static std::atomic<bool> on{probe_amx()};
-  return on;
-}
-
 }  // namespace
 
 bool amx_detected() {
-  static const bool detected = amx_enabled().load();
+  static const bool detected = probe_amx();
   return detected;
 }
+
+namespace {
+std::atomic<bool>& amx_enabled() {
+  static std::atomic<bool> on{amx_detected()};
+  return on;
+}
+}  // namespace
+
 bool amx_available() { return amx_enabled().load() && active_isa() == Isa::avx512; }
 void set_amx(bool on) { amx_enabled().store(on && amx_detected()); }
 

@@ -872,6 +872,7 @@ TEST_F(ServeApi, BatchingDoesNotChangeGreedyResults) {
 
   std::vector<std::string> together(kRequests);
   std::vector<int> status(kRequests, 0);
+  std::vector<std::string> failure(kRequests);
   std::atomic<int> arrived{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kRequests; ++i)
@@ -880,14 +881,17 @@ TEST_F(ServeApi, BatchingDoesNotChangeGreedyResults) {
       ++arrived;
       while (arrived < kRequests) std::this_thread::yield();  // start together
       const auto r = c.Post("/v1/chat/completions", requests[i].dump(), "application/json");
-      if (!r) return;
+      if (!r) {
+        failure[i] = httplib::to_string(r.error());
+        return;
+      }
       status[i] = r->status;
       const json j = parse(r->body);
       together[i] = j.is_discarded() ? r->body : content_of(j);
     });
   for (std::thread& t : threads) t.join();
   for (int i = 0; i < kRequests; ++i) {
-    EXPECT_EQ(status[i], 200) << "request " << i;
+    EXPECT_EQ(status[i], 200) << "request " << i << ": " << failure[i];
     EXPECT_EQ(together[i], alone[i]) << "request " << i << " (\"count to " << i + 1 << "\"): batched vs alone";
   }
 }

@@ -13,7 +13,10 @@
 namespace autoglm::kernels {
 
 // ggml type ids, as stored in GGUF files.
-enum class DType : uint32_t { f32 = 0, f16 = 1, q4_0 = 2, q5_0 = 6, q8_0 = 8, q4_k = 12, q6_k = 14, bf16 = 30 };
+enum class DType : uint32_t {
+  f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8,
+  q2_k = 10, q3_k = 11, q4_k = 12, q5_k = 13, q6_k = 14, iq4_xs = 23, bf16 = 30
+};
 
 struct DTypeInfo {
   DType type;
@@ -69,7 +72,7 @@ class ThreadPool {
 // w or x. Each y element is computed by the same code in the same order whatever the pool's size and
 // the batch, so results are bit-identical across thread counts and between matvec and matmul (for a
 // given active_isa(); for float weights the scalar and SIMD paths differ in rounding only).
-// Quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) multiply activations quantized to int8 per block of 32,
+// Quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K, IQ4_XS) multiply activations quantized to int8 per block of 32,
 // as llama.cpp does; their results are bit-identical on every ISA as well (src/kernels/qmatmul.h).
 // y[r] = dot(W[r, :], x) for r < rows. W: `rows` rows of `cols` elements of `type`, each row
 // row_bytes(type, cols) bytes, contiguous. x: cols floats. Rows split across `pool` (may be null).

@@ -44,8 +44,59 @@ struct BlockQ6K {
   int8_t scales[16];
   uint16_t d;
 };
+// x = d * q + m, q 4-bit: element j (j < 16) the low nibble of qs[j], j + 16 the high one.
+struct BlockQ4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[16];
+};
+// x = d * q + m, q 5-bit as in Q5_0 (5th bits in qh).
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+// 16 sub-blocks of 16: x = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4), q 2-bit. Sub-block
+// j of each half h (128 elements, 32 bytes of qs) takes bits 2 (j / 2) of qs[32 h + 16 (j % 2) + l].
+struct BlockQ2K {
+  uint8_t scales[16];
+  uint8_t qs[64];
+  uint16_t d;
+  uint16_t dmin;
+};
+// 16 sub-blocks of 16: x = d * (sc[j] - 32) * q, q = 2 bits of qs (as Q2_K) minus 4 where the
+// element's bit of hmask is clear; the 6-bit scales packed in `scales`.
+struct BlockQ3K {
+  uint8_t hmask[32];
+  uint8_t qs[64];
+  uint8_t scales[12];
+  uint16_t d;
+};
+// 8 sub-blocks of 32: x = d * sc[j] * q - dmin * m[j] as Q4_K, q 5-bit: the nibbles as Q4_K, the
+// 5th bit of sub-block j's element l at bit j of qh[l].
+struct BlockQ5K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+// 8 sub-blocks of 32: x = d * (ls[j] - 32) * kIq4nl[q], q 4-bit (element l < 16 of sub-block j the
+// low nibble of qs[16 j + l], l + 16 the high one); ls 6-bit: 4 bits in scales_l, 2 in scales_h.
+struct BlockIQ4XS {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[4];
+  uint8_t qs[128];
+};
+// IQ4_NL / IQ4_XS's 16 non-uniform levels.
+constexpr int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ6K) == 210);
+static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_1) == 24 && sizeof(BlockQ2K) == 84);
+static_assert(sizeof(BlockQ3K) == 110 && sizeof(BlockQ5K) == 176 && sizeof(BlockIQ4XS) == 136);
 
 // 6-bit scale and min of sub-block j (0..7) of a Q4_K block: j < 4 sit in the low 6 bits of bytes
 // j and j + 4; j >= 4 are split into a nibble in byte j + 4 and the top 2 bits of bytes j - 4 / j.
@@ -129,6 +180,112 @@ inline void dequantize_block(const BlockQ6K& b, float* y) {
   for (size_t e = 0; e < kQK_K; ++e)
     y[e] = d * static_cast<float>(b.scales[e / 16]) * static_cast<float>(q6k_value(b, e) - 32);
 }
+
+// ---- the types defined by their groups ----
+//
+// Each group (sub-block) of these types is integer weights wq, a float scale s and an offset m:
+// x = s * wq + m, exactly as ggml's dequantize_row_* rounds it (s and m are the products ggml
+// forms, m = -(dmin * min) where ggml subtracts). The same group_of gives the int8 products
+// (qmatmul.cpp) and dequantize_block below.
+float f16_to_f32(uint16_t h);
+
+inline void group_of(const BlockQ4_1& b, size_t, int* wq, float& s, float& m) {
+  for (size_t l = 0; l < 16; ++l) {
+    wq[l] = b.qs[l] & 0xF;
+    wq[l + 16] = b.qs[l] >> 4;
+  }
+  s = f16_to_f32(b.d);
+  m = f16_to_f32(b.m);
+}
+
+inline void group_of(const BlockQ5_1& b, size_t, int* wq, float& s, float& m) {
+  uint32_t qh = 0;
+  std::memcpy(&qh, b.qh, sizeof(qh));
+  for (size_t l = 0; l < 16; ++l) {
+    wq[l] = (b.qs[l] & 0xF) | static_cast<int>(((qh >> l) & 1) << 4);
+    wq[l + 16] = (b.qs[l] >> 4) | static_cast<int>(((qh >> (l + 16)) & 1) << 4);
+  }
+  s = f16_to_f32(b.d);
+  m = f16_to_f32(b.m);
+}
+
+inline void group_of(const BlockQ2K& b, size_t j, int* wq, float& s, float& m) {  // j < 16
+  const uint8_t* q = b.qs + 32 * (j / 8) + 16 * (j % 2);
+  const int shift = static_cast<int>(2 * ((j % 8) / 2));
+  for (size_t l = 0; l < 16; ++l) wq[l] = (q[l] >> shift) & 3;
+  s = f16_to_f32(b.d) * static_cast<float>(b.scales[j] & 0xF);
+  m = -(f16_to_f32(b.dmin) * static_cast<float>(b.scales[j] >> 4));
+}
+
+// The 6-bit scale (0..63, 32 is zero) of sub-block j of a Q3_K block: the low 4 bits are nibble
+// j / 8 of scales[j % 8], the high 2 bits bits 2 (j / 4) of scales[8 + j % 4].
+inline int q3k_scale(const uint8_t* scales, size_t j) {
+  const int low = (scales[j % 8] >> (4 * (j / 8))) & 0xF;
+  const int high = (scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+  return low | (high << 4);
+}
+
+inline void group_of(const BlockQ3K& b, size_t j, int* wq, float& s, float&) {  // j < 16
+  const uint8_t* q = b.qs + 32 * (j / 8) + 16 * (j % 2);
+  const uint8_t* hm = b.hmask + 16 * (j % 2);
+  const int shift = static_cast<int>(2 * ((j % 8) / 2));
+  const int bit = 1 << (4 * (j / 8) + (j % 8) / 2);
+  for (size_t l = 0; l < 16; ++l) wq[l] = ((q[l] >> shift) & 3) - ((hm[l] & bit) ? 0 : 4);
+  s = f16_to_f32(b.d) * static_cast<float>(q3k_scale(b.scales, j) - 32);
+}
+
+inline void group_of(const BlockQ5K& b, size_t j, int* wq, float& s, float& m) {  // j < 8
+  uint8_t sc = 0, mn = 0;
+  q4k_scale_min(j, b.scales, sc, mn);
+  const uint8_t* q = b.qs + 32 * (j / 2);
+  for (size_t l = 0; l < 32; ++l) {
+    const int low = (j % 2 == 0) ? (q[l] & 0xF) : (q[l] >> 4);
+    wq[l] = low | (((b.qh[l] >> j) & 1) << 4);
+  }
+  s = f16_to_f32(b.d) * static_cast<float>(sc);
+  m = -(f16_to_f32(b.dmin) * static_cast<float>(mn));
+}
+
+inline void group_of(const BlockIQ4XS& b, size_t j, int* wq, float& s, float&) {  // j < 8
+  const int ls = ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
+  const uint8_t* q = b.qs + 16 * j;
+  for (size_t l = 0; l < 16; ++l) {
+    wq[l] = kIq4nl[q[l] & 0xF];
+    wq[l + 16] = kIq4nl[q[l] >> 4];
+  }
+  s = f16_to_f32(b.d) * static_cast<float>(ls - 32);
+}
+
+// Elements per group and per block of a block type defined by its groups.
+template <class Block>
+constexpr size_t kGroupOf = 32;
+template <>
+inline constexpr size_t kGroupOf<BlockQ2K> = 16;
+template <>
+inline constexpr size_t kGroupOf<BlockQ3K> = 16;
+template <class Block>
+constexpr size_t kBlockElems = kQK_K;
+template <>
+inline constexpr size_t kBlockElems<BlockQ4_1> = kQK;
+template <>
+inline constexpr size_t kBlockElems<BlockQ5_1> = kQK;
+
+template <class Block>
+inline void dequantize_groups(const Block& b, float* y) {
+  constexpr size_t group = kGroupOf<Block>;
+  int wq[32] = {};
+  for (size_t j = 0; j < kBlockElems<Block> / group; ++j) {
+    float s = 0, m = 0;
+    group_of(b, j, wq, s, m);
+    for (size_t l = 0; l < group; ++l) y[group * j + l] = s * static_cast<float>(wq[l]) + m;
+  }
+}
+inline void dequantize_block(const BlockQ4_1& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockQ5_1& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockQ2K& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockQ3K& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockQ5K& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockIQ4XS& b, float* y) { dequantize_groups(b, y); }
 
 // out[b] = dot(row, x + b * x_stride) for b < nb (1..kMaxBatchTile); `cols` elements in the row.
 // Each vector's sum is computed the same way whatever nb is, so results do not depend on batch.

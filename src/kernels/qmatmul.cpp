@@ -54,18 +54,28 @@ struct GroupQ6K {
   }
 };
 
+// The types defined by their groups (blocks.h's group_of): group g of a row of such blocks.
+template <class Block>
+struct GroupOf {
+  static void get(const uint8_t* row, size_t g, int* wq, float& s, float& m) {
+    constexpr size_t per_block = kBlockElems<Block> / kGroupOf<Block>;
+    group_of(reinterpret_cast<const Block*>(row)[g / per_block], g % per_block, wq, s, m);
+  }
+};
+
 template <class Group>
 void rows_scalar(const QJob& job, size_t r0, size_t r1) {
   const QFormat f = qformat(job.type);
   const QActs& a = *job.acts;
   const size_t groups = job.cols / f.group, per_block = kActBlock / f.group;
-  int wq[32];
+  int wq[32] = {};
   for (size_t r = r0; r < r1; ++r) {
     const uint8_t* row = job.w + r * job.stride;
     for (size_t b = 0; b < a.batch; ++b) {
       const int8_t* q = a.q_row(b);
       const float* dx = a.dx_row(b);
       const float* t = a.t_row(b);
+      const float* t16 = a.t16_row(b);
       float y = 0;
       for (size_t g = 0; g < groups; ++g) {
         float s = 0, m = 0;
@@ -73,7 +83,7 @@ void rows_scalar(const QJob& job, size_t r0, size_t r1) {
         int32_t isum = 0;
         for (size_t l = 0; l < f.group; ++l) isum += wq[l] * q[g * f.group + l];
         y = std::fma(static_cast<float>(isum), s * dx[g / per_block], y);
-        if (f.has_min) y = std::fma(m, t[g / per_block], y);
+        if (f.has_min) y = std::fma(m, f.group == kActBlock ? t[g] : t16[g], y);
       }
       job.y[b * job.rows + r] = y;
     }
@@ -118,8 +128,9 @@ const QActs& QActsStorage::prepare(DType type, size_t cols, size_t batch) {
     t_.resize(blocks * batch);
   }
   if (corr_.size() < 2 * blocks * batch) corr_.resize(2 * blocks * batch);
+  if (t16_.size() < 2 * blocks * batch) t16_.resize(2 * blocks * batch);
   zero_ = f.zero;
-  acts_ = QActs{cols, batch, f.group, q_.data(), dx_.data(), t_.data(), corr_.data()};
+  acts_ = QActs{cols, batch, f.group, q_.data(), dx_.data(), t_.data(), corr_.data(), t16_.data()};
   return acts_;
 }
 
@@ -149,6 +160,9 @@ void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
       quantize_block(x + b * cols + i * kActBlock, q_.data() + b * cols + i * kActBlock, dx_[b * blocks + i],
                      t_[b * blocks + i], sum16);
       int32_t* corr = corr_.data() + b * blocks * per_block + i * per_block;
+      const float dx = dx_[b * blocks + i];
+      t16_[(b * blocks + i) * 2] = dx * static_cast<float>(sum16[0]);
+      t16_[(b * blocks + i) * 2 + 1] = dx * static_cast<float>(sum16[1]);
       if (per_block == 2) {
         corr[0] = zero_ * sum16[0];
         corr[1] = zero_ * sum16[1];
@@ -160,8 +174,12 @@ void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
 }
 
 bool is_int8_type(DType type) {
-  return type == DType::q8_0 || type == DType::q4_0 || type == DType::q5_0 || type == DType::q4_k ||
-         type == DType::q6_k;
+  switch (type) {
+    case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: case DType::iq4_xs:
+      return true;
+    default: return false;
+  }
 }
 
 QFormat qformat(DType type) {
@@ -171,6 +189,13 @@ QFormat qformat(DType type) {
     case DType::q5_0: return {32, 16, false};
     case DType::q4_k: return {32, 0, true};
     case DType::q6_k: return {16, 32, false};
+    // scalar path only so far (no unsigned-byte form: zero 0)
+    case DType::q4_1: return {32, 0, true};
+    case DType::q5_1: return {32, 0, true};
+    case DType::q2_k: return {16, 0, true};
+    case DType::q3_k: return {16, 0, false};
+    case DType::q5_k: return {32, 0, true};
+    case DType::iq4_xs: return {32, 0, false};
     default: return {32, 0, false};
   }
 }
@@ -182,6 +207,12 @@ void qrows_scalar(const QJob& job, size_t r0, size_t r1) {
     case DType::q5_0: return rows_scalar<GroupQ5_0>(job, r0, r1);
     case DType::q4_k: return rows_scalar<GroupQ4K>(job, r0, r1);
     case DType::q6_k: return rows_scalar<GroupQ6K>(job, r0, r1);
+    case DType::q4_1: return rows_scalar<GroupOf<BlockQ4_1>>(job, r0, r1);
+    case DType::q5_1: return rows_scalar<GroupOf<BlockQ5_1>>(job, r0, r1);
+    case DType::q2_k: return rows_scalar<GroupOf<BlockQ2K>>(job, r0, r1);
+    case DType::q3_k: return rows_scalar<GroupOf<BlockQ3K>>(job, r0, r1);
+    case DType::q5_k: return rows_scalar<GroupOf<BlockQ5K>>(job, r0, r1);
+    case DType::iq4_xs: return rows_scalar<GroupOf<BlockIQ4XS>>(job, r0, r1);
     default: return;
   }
 }

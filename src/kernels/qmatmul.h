@@ -1,5 +1,6 @@
 #pragma once
-// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) with
+// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, and
+// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_XS on the scalar path only) with
 // activations quantized to int8, the way llama.cpp computes them, so that the inner loop is an
 // integer dot product (VNNI vpdpbusd, AVX2 vpmaddubsw) instead of dequantize-then-FMA.
 //
@@ -7,12 +8,15 @@
 // ISA, the thread count, the batch, or whether a product ran as matvec or as a packed GEMM):
 //
 //  1. Each activation vector is cut into blocks of 32: dx = max|x| / 127, q = round-half-even(x / dx)
-//     (as x * (1 / dx)), and t = dx * sum(q) per block.
-//  2. Each weight row is cut into groups (32 elements; 16 for Q6_K). A group has integer weights wq,
-//     a float scale s and, for Q4_K only, a float offset m: w = s * wq + m.
+//     (as x * (1 / dx)), t = dx * sum(q) per block, and t16 = dx * sum(q) per half block.
+//  2. Each weight row is cut into groups (32 elements; 16 for Q6_K, Q3_K and Q2_K). A group has
+//     integer weights wq, a float scale s and, for the types with offsets (Q4_K, Q5_K, Q4_1, Q5_1,
+//     Q2_K), a float offset m: w = s * wq + m.
 //  3. y = 0; for every group g in order: isum = sum(wq * q) over the group (exact, in integers);
-//     y = fma(float(isum), s * dx, y); and for Q4_K: y = fma(m, t, y) — dx and t of the activation
-//     block that holds the group.
+//     y = fma(float(isum), s * dx, y); and with an offset: y = fma(m, t, y) — dx and t of the
+//     activation block that holds the group (t16 of its half for a 16-element group).
+//
+// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K and IQ4_XS have only this scalar path so far (qmatmul.cpp).
 //
 // Only the integer sums may be computed in any order; the float steps are the same operations in
 // the same order on every path.
@@ -37,11 +41,13 @@ struct QActs {
   // type's integer weights into the unsigned bytes the SIMD kernels multiply (q8_0: 128, q4_0: 8, q5_0: 16,
   // q6_k: 32, q4_k: 0): sum(wq * q) = sum(u * q) - corr.
   const int32_t* corr = nullptr;
+  const float* t16 = nullptr;    // [batch][cols / 16]: dx * sum(q) over each half block (Q2_K's offsets)
 
   const int8_t* q_row(size_t b) const { return q + b * cols; }
   const float* dx_row(size_t b) const { return dx + b * (cols / kActBlock); }
   const float* t_row(size_t b) const { return t + b * (cols / kActBlock); }
   const int32_t* corr_row(size_t b) const { return corr + b * (cols / group); }
+  const float* t16_row(size_t b) const { return t16 + b * (cols / 16); }
 };
 
 // Quantizes one activation block (kActBlock floats x): q = round(x / dx) clamped to [-127, 127]
@@ -65,6 +71,7 @@ class QActsStorage {
   std::vector<int8_t> q_;
   std::vector<float> dx_, t_;
   std::vector<int32_t> corr_;
+  std::vector<float> t16_;
   int32_t zero_ = 0;
   QActs acts_;
 };

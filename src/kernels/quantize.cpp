@@ -313,7 +313,15 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q5_0: return quantize_q5_0(src, static_cast<BlockQ5_0*>(dst), nblocks);
     case DType::q4_k: return quantize_q4_k(src, static_cast<BlockQ4K*>(dst), nblocks);
     case DType::q6_k: return quantize_q6_k(src, static_cast<BlockQ6K*>(dst), nblocks);
+    case DType::q4_1:
+    case DType::q5_1:
+    case DType::q2_k:
+    case DType::q3_k:
+    case DType::q5_k:
+    case DType::iq4_xs: break;
   }
+  throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_info(type).name +
+                              " yet (these files load and run; quantize to q8_0, q4_0 or q4_k)");
 }
 
 }  // namespace autoglm::kernels

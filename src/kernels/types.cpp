@@ -16,14 +16,20 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "block formats are little-endian");
 
-constexpr std::array<DTypeInfo, 8> kTypes = {{
+constexpr std::array<DTypeInfo, 14> kTypes = {{
     {DType::f32, "F32", 1, 4},
     {DType::f16, "F16", 1, 2},
     {DType::q4_0, "Q4_0", 32, sizeof(BlockQ4_0)},
+    {DType::q4_1, "Q4_1", 32, sizeof(BlockQ4_1)},
     {DType::q5_0, "Q5_0", 32, sizeof(BlockQ5_0)},
+    {DType::q5_1, "Q5_1", 32, sizeof(BlockQ5_1)},
     {DType::q8_0, "Q8_0", 32, sizeof(BlockQ8_0)},
+    {DType::q2_k, "Q2_K", 256, sizeof(BlockQ2K)},
+    {DType::q3_k, "Q3_K", 256, sizeof(BlockQ3K)},
     {DType::q4_k, "Q4_K", 256, sizeof(BlockQ4K)},
+    {DType::q5_k, "Q5_K", 256, sizeof(BlockQ5K)},
     {DType::q6_k, "Q6_K", 256, sizeof(BlockQ6K)},
+    {DType::iq4_xs, "IQ4_XS", 256, sizeof(BlockIQ4XS)},
     {DType::bf16, "BF16", 1, 2},
 }};
 
@@ -154,6 +160,12 @@ void dequantize_row(DType type, const void* src, float* dst, size_t n) {
     case DType::q5_0: return dequantize_blocks<BlockQ5_0>(src, dst, nblocks, kQK);
     case DType::q4_k: return dequantize_blocks<BlockQ4K>(src, dst, nblocks, kQK_K);
     case DType::q6_k: return dequantize_blocks<BlockQ6K>(src, dst, nblocks, kQK_K);
+    case DType::q4_1: return dequantize_blocks<BlockQ4_1>(src, dst, nblocks, kQK);
+    case DType::q5_1: return dequantize_blocks<BlockQ5_1>(src, dst, nblocks, kQK);
+    case DType::q2_k: return dequantize_blocks<BlockQ2K>(src, dst, nblocks, kQK_K);
+    case DType::q3_k: return dequantize_blocks<BlockQ3K>(src, dst, nblocks, kQK_K);
+    case DType::q5_k: return dequantize_blocks<BlockQ5K>(src, dst, nblocks, kQK_K);
+    case DType::iq4_xs: return dequantize_blocks<BlockIQ4XS>(src, dst, nblocks, kQK_K);
   }
 }
 

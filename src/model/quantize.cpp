@@ -416,6 +416,12 @@ uint32_t quantize_file_type(DType target) {
     case DType::q4_k: return 15;  // Q4_K_M
     case DType::q6_k: return 18;
     case DType::bf16: return 32;
+    case DType::q4_1: return 3;
+    case DType::q5_1: return 9;
+    case DType::q2_k: return 10;
+    case DType::q3_k: return 12;   // Q3_K_M
+    case DType::q5_k: return 17;   // Q5_K_M
+    case DType::iq4_xs: return 30;
   }
   return 0;
 }

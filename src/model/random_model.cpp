@@ -79,6 +79,12 @@ uint32_t file_type(const RandomModelSpec& s) {
     case DType::q4_k: return s.q4_k_m_mix ? 15 : 14;  // pure Q4_K: Q4_K_S is the nearest label
     case DType::q6_k: return 18;
     case DType::bf16: return 32;
+    case DType::q4_1: return 3;
+    case DType::q5_1: return 9;
+    case DType::q2_k: return 10;
+    case DType::q3_k: return 12;   // Q3_K_M
+    case DType::q5_k: return 17;   // Q5_K_M
+    case DType::iq4_xs: return 30;
   }
   return 0;
 }
@@ -96,8 +102,14 @@ void check_spec(const RandomModelSpec& s) {
   if (s.vocab_size < min_vocab)
     fail(fmt::format("vocab_size {} is below {}: the vocab needs its 256 byte tokens and special tokens", s.vocab_size,
                      min_vocab));
-  if (!kernels::dtype_info(static_cast<uint32_t>(s.weight_type)))
-    fail(fmt::format("unknown weight type {}", static_cast<uint32_t>(s.weight_type)));
+  const kernels::DTypeInfo* info = kernels::dtype_info(static_cast<uint32_t>(s.weight_type));
+  if (!info) fail(fmt::format("unknown weight type {}", static_cast<uint32_t>(s.weight_type)));
+  // the weights are written by our quantizers: the types that have one
+  static constexpr DType kWritable[] = {DType::f32, DType::f16, DType::bf16, DType::q8_0,
+                                        DType::q4_0, DType::q5_0, DType::q4_k, DType::q6_k};
+  if (std::find(std::begin(kWritable), std::end(kWritable), s.weight_type) == std::end(kWritable))
+    fail(fmt::format("weight type {} has no quantizer yet (use f32, f16, bf16, q8_0, q4_0, q5_0, q4_k or q6_k)",
+                     info->name));
   if (s.q4_k_m_mix && s.weight_type != DType::q4_k) fail("q4_k_m_mix needs weight_type q4_k");
 }
 

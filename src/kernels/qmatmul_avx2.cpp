@@ -93,6 +93,99 @@ struct Q6K {
   }
 };
 
+struct Q4_1 {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = true, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
+    const auto& b = reinterpret_cast<const BlockQ4_1*>(row)[c];
+    s[0] = half(b.d);
+    m[0] = half(b.m);
+    return nibbles16(b.qs);
+  }
+};
+
+struct Q5_1 {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = true, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
+    const auto& b = reinterpret_cast<const BlockQ5_1*>(row)[c];
+    s[0] = half(b.d);
+    m[0] = half(b.m);
+    return _mm256_or_si256(nibbles16(b.qs), fifth_bits(b.qh));
+  }
+};
+
+// Bits `shift`, shift + 1 of each of 32 bytes (Q2_K / Q3_K's 2-bit quants), as 0..3.
+AUTOGLM_AVX2 inline __m256i two_bits(const uint8_t* p, int shift) {
+  return _mm256_and_si256(_mm256_srl_epi16(load32(p), _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(0x03));
+}
+
+// Chunk k of a Q2_K / Q3_K super-block (groups 2k, 2k + 1 of blocks.h's group_of) is bits 2 (k % 4)
+// of the 32 bytes at qs + 32 (k / 4).
+struct Q2K {
+  static constexpr size_t kGroups = 2;
+  static constexpr bool kMin = true, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
+    const auto& b = reinterpret_cast<const BlockQ2K*>(row)[c / 8];
+    const size_t k = c % 8;
+    const float d = half(b.d), dmin = half(b.dmin);
+    for (size_t g = 0; g < 2; ++g) {
+      const uint8_t sc = b.scales[2 * k + g];
+      s[g] = d * static_cast<float>(sc & 0xF);
+      m[g] = -(dmin * static_cast<float>(sc >> 4));
+    }
+    return two_bits(b.qs + 32 * (k / 4), static_cast<int>(2 * (k % 4)));
+  }
+};
+
+// u = the 2 bits | hmask's bit k << 2 (0..7), wq = u - 4: QFormat's zero 4.
+struct Q3K {
+  static constexpr size_t kGroups = 2;
+  static constexpr bool kMin = false, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float*) {
+    const auto& b = reinterpret_cast<const BlockQ3K*>(row)[c / 8];
+    const size_t k = c % 8;
+    const float d = half(b.d);
+    for (size_t g = 0; g < 2; ++g) s[g] = d * static_cast<float>(q3k_scale(b.scales, 2 * k + g) - 32);
+    // bits k and k + 1 of hmask moved to bits 2 and 3; the mask keeps bit k
+    const __m256i high = _mm256_slli_epi16(two_bits(b.hmask, static_cast<int>(k)), 2);
+    return _mm256_or_si256(two_bits(b.qs + 32 * (k / 4), static_cast<int>(2 * (k % 4))),
+                           _mm256_and_si256(high, _mm256_set1_epi8(0x04)));
+  }
+};
+
+struct Q5K {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = true, kSigned = false;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
+    const auto& b = reinterpret_cast<const BlockQ5K*>(row)[c / 8];
+    const size_t j = c % 8;
+    uint8_t sm[16];
+    q4k_unpack_scales(b.scales, sm);
+    s[0] = half(b.d) * static_cast<float>(sm[j]);
+    m[0] = -(half(b.dmin) * static_cast<float>(sm[8 + j]));
+    const __m256i q = load32(b.qs + 32 * (j / 2));
+    const __m256i nib = _mm256_and_si256((j % 2 == 0) ? q : _mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+    const __m256i fifth = _mm256_and_si256(_mm256_srl_epi16(load32(b.qh), _mm_cvtsi32_si128(static_cast<int>(j))),
+                                           _mm256_set1_epi8(0x01));
+    return _mm256_or_si256(nib, _mm256_slli_epi16(fifth, 4));
+  }
+};
+
+// The signed levels of kIq4nl, looked up per nibble.
+struct IQ4XS {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = false, kSigned = true;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float*) {
+    const auto& b = reinterpret_cast<const BlockIQ4XS*>(row)[c / 8];
+    const size_t j = c % 8;
+    const int ls = ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
+    s[0] = half(b.d) * static_cast<float>(ls - 32);
+    const __m128i levels = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nl));
+    return _mm256_shuffle_epi8(_mm256_set_m128i(levels, levels), nibbles16(b.qs + 16 * j));
+  }
+};
+
 // 8 int32 lanes per element quad: sum(u * x) over the chunk, 4 elements per lane.
 template <bool kSigned>
 AUTOGLM_AVX2 inline __m256i dot_chunk(__m256i u, __m256i x) {
@@ -153,7 +246,10 @@ AUTOGLM_AVX2 void tile_rows(const QJob& job, size_t r0, size_t b0) {
         if constexpr (!U::kSigned) corrected = _mm256_sub_epi32(corrected, _mm256_set1_epi32(a.corr_row(v)[gi]));
         const __m256 sdx = _mm256_mul_ps(_mm256_load_ps(s[g]), _mm256_set1_ps(a.dx_row(v)[blk]));
         acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(corrected), sdx, acc[b]);
-        if constexpr (U::kMin) acc[b] = _mm256_fmadd_ps(_mm256_load_ps(m[g]), _mm256_set1_ps(a.t_row(v)[blk]), acc[b]);
+        if constexpr (U::kMin) {
+          const float t = group == kActBlock ? a.t_row(v)[blk] : a.t16_row(v)[gi];  // a half block's for Q2_K
+          acc[b] = _mm256_fmadd_ps(_mm256_load_ps(m[g]), _mm256_set1_ps(t), acc[b]);
+        }
       }
     }
   }
@@ -223,6 +319,12 @@ QRows qrows_avx2(DType type) {
     case DType::q5_0: return rows<Q5_0>;
     case DType::q4_k: return rows<Q4K>;
     case DType::q6_k: return rows<Q6K>;
+    case DType::q4_1: return rows<Q4_1>;
+    case DType::q5_1: return rows<Q5_1>;
+    case DType::q2_k: return rows<Q2K>;
+    case DType::q3_k: return rows<Q3K>;
+    case DType::q5_k: return rows<Q5K>;
+    case DType::iq4_xs: return rows<IQ4XS>;
     default: return nullptr;
   }
 }

@@ -540,6 +540,54 @@ TEST_P(KernelProduct, SpecialActivationsAgreeWithScalarPath) {
   }
 }
 
+// Where a block type keeps its f16 scales (d, then dmin / m where it has one), by byte offset.
+std::vector<size_t> f16_fields(DType t) {
+  switch (t) {
+    case DType::q8_0: case DType::q4_0: case DType::q5_0: case DType::iq4_xs: return {0};
+    case DType::q4_1: case DType::q5_1: case DType::q4_k: case DType::q5_k: return {0, 2};
+    case DType::q6_k: return {208};
+    case DType::q2_k: return {80, 82};
+    case DType::q3_k: return {108};
+    default: return {};
+  }
+}
+
+// Edge weight blocks: all-zero bytes, all-ones bytes (every quant at its largest, scales included)
+// with the f16 scales set to the largest finite half and to the smallest subnormal. Each path gives
+// the scalar definition's bits, and the definition matches the dequantized weights in double.
+TEST_P(KernelProduct, EdgeWeightBlocksAgreeWithTheDefinition) {
+  if (!int8_type(type_)) GTEST_SKIP() << "block types only";
+  std::mt19937 rng(13);
+  const size_t bs = dtype_info(type_).block_size, cols = 2 * std::max<size_t>(bs, 256 / bs * bs), rows = 16;
+  const size_t rb = row_bytes(type_, cols), blocks = rb / dtype_info(type_).block_bytes;
+  const std::vector<float> x = random_floats(3 * cols, rng, 0.5f);
+  for (uint8_t fill : {uint8_t{0x00}, uint8_t{0xFF}}) {
+    for (uint16_t scale : {uint16_t{0x7BFF}, uint16_t{0x0001}}) {  // 65504, 2^-24
+      std::vector<uint8_t> w(rows * rb, fill);
+      if (fill != 0)
+        for (size_t b = 0; b < rows * blocks; ++b)
+          for (size_t at : f16_fields(type_)) std::memcpy(w.data() + b * dtype_info(type_).block_bytes + at, &scale, 2);
+      std::vector<float> y(3 * rows), scalar(3 * rows);
+      matmul(type_, w.data(), rows, cols, x.data(), 3, y.data(), nullptr);
+      {
+        IsaGuard guard;
+        set_isa(Isa::scalar);
+        matmul(type_, w.data(), rows, cols, x.data(), 3, scalar.data(), nullptr);
+      }
+      const Reference ref = reference_matmul(type_, w, rows, cols, x, 3);
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_EQ(bits(y[i]), bits(scalar[i])) << "fill " << int(fill) << " scale " << scale << " output " << i;
+        if (fill == 0) {
+          ASSERT_EQ(y[i], 0.0f) << "all-zero blocks give 0, output " << i;
+        }
+        if (std::isfinite(ref.y[i])) {
+          ASSERT_NEAR(scalar[i], ref.y[i], tolerance(ref.mass[i], cols)) << i;
+        }
+      }
+    }
+  }
+}
+
 // The int8 activations cost at most half a quantization step of x per element against the exact
 // float product: |error| <= sum_j |w_j| * dx_j / 2 (plus f32 rounding).
 TEST_P(KernelProduct, Int8ActivationErrorIsBounded) {

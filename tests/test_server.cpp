@@ -1463,7 +1463,7 @@ TEST_F(ServeVision, TextOnlyRequestsStillWork) {
   EXPECT_FALSE(r["usage"]["prompt_tokens_details"].contains("image_tokens")) << r;
   // vision.quantization auto on the CPU: the bf16 tower of the folder runs on AMX tiles where the CPU
   // has them, as Q8_0 (int8 products) elsewhere
-  const char* form = autoglm::kernels::amx_detected() ? "BF16 on AMX tiles weights" : "Q8_0 weights";
+  const char* form = autoglm::kernels::amx_detected() ? "weights BF16 on AMX tiles" : "weights Q8_0";
   EXPECT_TRUE(contains(server().output(), form)) << server().output();
 }
 

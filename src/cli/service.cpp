@@ -309,7 +309,7 @@ int run_service(const config::Config& cfg, const ServiceRun& how) {
     served.image_token = vision.image_token;
     served.max_images_per_request = static_cast<size_t>(cfg.vision.max_images_per_request);
     served.encoder_cache_bytes = cfg.vision.encoder_cache_size;
-    spdlog::info("vision: {} blocks of width {}, {} weights; images of {}..{} pixels (up to {} tokens)",
+    spdlog::info("vision: {} blocks of width {}, weights {}; images of {}..{} pixels (up to {} tokens)",
                  vision.model->config.depth, vision.model->config.d_model, vision.model->weight_type,
                  served.processor.min_pixels, served.processor.max_pixels,
                  served.processor.max_pixels / (size_t{served.processor.factor()} * served.processor.factor()));

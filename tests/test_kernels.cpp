@@ -35,11 +35,12 @@ constexpr DType kAllTypes[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_
                                DType::q4_1, DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k,
                                DType::q4_k, DType::q5_k, DType::q6_k, DType::iq4_xs};
 
-// The types files of which load and run, but that have no quantizer (and no SIMD or panel kernel) yet.
-bool load_only(DType t) {
-  return t == DType::q4_1 || t == DType::q5_1 || t == DType::q2_k || t == DType::q3_k || t == DType::q5_k ||
-         t == DType::iq4_xs;
+// The types files of which load and run, but that have no quantizer yet.
+bool panels_kernel(DType t) {
+  return t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_k || t == DType::q6_k;
 }
+
+bool load_only(DType t) { return t == DType::q2_k || t == DType::q3_k || t == DType::iq4_xs; }
 constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
 
 bool is_block_type(DType t) { return dtype_info(t).block_size > 1; }
@@ -362,7 +363,8 @@ TEST(KernelQuantize, BlockTypesRoundTripWithinBounds) {
   std::vector<float> y(n);
   // Relative RMS error: what each format gives on Gaussian data (ggml's own figures are similar).
   const std::pair<DType, double> rms_bounds[] = {
-      {DType::q8_0, 0.006}, {DType::q4_0, 0.12}, {DType::q5_0, 0.06}, {DType::q4_k, 0.10}, {DType::q6_k, 0.025}};
+      {DType::q8_0, 0.006}, {DType::q4_0, 0.12}, {DType::q5_0, 0.06}, {DType::q4_k, 0.10}, {DType::q6_k, 0.025},
+      {DType::q4_1, 0.12},  {DType::q5_1, 0.06}, {DType::q5_k, 0.05}};
   for (auto [type, rms_bound] : rms_bounds) {
     std::vector<uint8_t> q(row_bytes(type, n));
     quantize_row(type, x.data(), q.data(), n);
@@ -685,8 +687,7 @@ TEST_P(KernelProduct, QuantizedWeightsMatchReference) {
 // panel kernels (AVX-512 VNNI) and through the unpacking fallback (every other path), at the batch
 // sizes of decode and of prefill, with rows past the last whole panel and with threads.
 TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
-  if (!int8_type(type_) || type_ == DType::q5_0 || load_only(type_))
-    GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
+  if (!panels_kernel(type_)) GTEST_SKIP() << dtype_info(type_).name << " has no panels layout";
   std::mt19937 rng(12);
   const size_t bs = dtype_info(type_).block_size;
   for (size_t cols : {bs, 3 * bs}) {
@@ -847,10 +848,11 @@ struct ExactnessCount {
 
 // Quantizes the f32 model's tensors with our quantizer and compares the bytes with llama.cpp's
 // file: every tensor of a type we support that differs from the f32 one.
+// `source`: the file llama.cpp quantized from (f32; F16 for the README's six newer files).
 void compare_with_fixture(const std::string& arch, const std::string& qname,
-                          std::map<std::string, ExactnessCount>& by_type) {
+                          std::map<std::string, ExactnessCount>& by_type, const std::string& source = "f32") {
   const auto models = test::fixtures_dir() / "models";
-  const gguf::File f32 = gguf::read_file_header(models / ("tiny-" + arch + "-f32.gguf"));
+  const gguf::File f32 = gguf::read_file_header(models / ("tiny-" + arch + "-" + source + ".gguf"));
   const gguf::File qf = gguf::read_file_header(models / ("tiny-" + arch + "-" + qname + ".gguf"));
   for (const gguf::TensorInfo& t : qf.tensors) {
     const DTypeInfo* info = dtype_info(t.type);
@@ -858,12 +860,13 @@ void compare_with_fixture(const std::string& arch, const std::string& qname,
     if (t.type == 0) continue;
     const gguf::TensorInfo* src = f32.find_tensor(t.name);
     ASSERT_NE(src, nullptr) << t.name;
-    ASSERT_EQ(src->type, 0u);
+    ASSERT_TRUE(src->type == 0u || src->type == 1u) << t.name;
     ASSERT_EQ(src->dims, t.dims);
     const std::vector<uint8_t> ref = read_tensor_data(qf, t);
     const std::vector<uint8_t> raw = read_tensor_data(f32, *src);
-    std::vector<float> x(raw.size() / 4);
-    std::memcpy(x.data(), raw.data(), raw.size());
+    const size_t elem = src->type == 0u ? 4 : 2;
+    std::vector<float> x(raw.size() / elem);
+    dequantize_row(static_cast<DType>(src->type), raw.data(), x.data(), x.size());
     const size_t cols = t.dims[0], rows = x.size() / cols, rb = row_bytes(static_cast<DType>(t.type), cols);
     ASSERT_EQ(rows * rb, ref.size()) << t.name;
     std::vector<uint8_t> ours(rb);
@@ -888,7 +891,8 @@ void compare_with_fixture(const std::string& arch, const std::string& qname,
       }
     }
     const double rel_rms = std::sqrt(err2 / x2);
-    const double bound = t.type == 12 ? 0.12 : t.type == 2 ? 0.14 : t.type == 14 ? 0.03 : 0.01;
+    const double bound = t.type == 12 || t.type == 3 ? 0.12 : t.type == 2 ? 0.14 : t.type == 14 ? 0.03
+                         : t.type == 7 || t.type == 13 ? 0.06 : 0.01;
     EXPECT_LT(rel_rms, bound) << arch << "-" << qname << " " << t.name << " (" << info->name << ")";
   }
 }
@@ -900,12 +904,15 @@ TEST(KernelFixtures, QuantizerReproducesLlamaCppBytes) {
     for (const std::string q : {"F16", "Q8_0", "Q4_0", "Q4_K_M"}) compare_with_fixture(arch, q, by_type);
   }
   compare_with_fixture("glm4", "BF16", by_type);
+  compare_with_fixture("glm4", "Q5_K_M", by_type, "F16");  // Q5_K and Q6_K
+  compare_with_fixture("llama", "Q4_1", by_type, "F16");
+  compare_with_fixture("llama", "Q5_1", by_type, "F16");
   for (const auto& [name, c] : by_type) {
     std::printf("%-5s %3zu tensors %6zu rows %8zu blocks: %zu differ from llama.cpp\n", name.c_str(), c.tensors,
                 c.rows, c.blocks, c.mismatched_blocks);
     EXPECT_EQ(c.mismatched_blocks, 0u) << name;
   }
-  for (const char* expected : {"F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"})
+  for (const char* expected : {"F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K"})
     EXPECT_TRUE(by_type.count(expected)) << "no " << expected << " tensor in the fixtures";
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "autoglm/kernels.h"
@@ -205,46 +206,117 @@ void q4k_pack_scale_min(size_t j, uint8_t ls, uint8_t lm, uint8_t* scales) {
   }
 }
 
-void quantize_q4_k(const float* x, BlockQ4K* y, size_t nblocks) {
-  uint8_t L[kQK_K], Laux[32];
+// Q4_K and Q5_K (ggml's quantize_row_q4_K_ref / q5_K_ref): per sub-block of 32 the best (scale,
+// min) for nmax + 1 levels, weighting each value by rms + |x|; the scales and mins as 6-bit
+// multiples of d and dmin; then every value requantized against the scales as stored (into L).
+struct KScales {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+};
+KScales quantize_k_scales_mins(const float* x, int nmax, float rmin, int nstep, uint8_t* L) {
+  uint8_t Laux[32];
   float weights[32], mins[8], scales[8];
+  float max_scale = 0, max_min = 0;
+  for (size_t j = 0; j < 8; ++j) {
+    const float* xs = x + 32 * j;
+    float sum_x2 = 0;
+    for (size_t l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    for (size_t l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xs[l]);
+    scales[j] = make_qkx2_quants(32, nmax, xs, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  KScales k{};
+  const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+  for (size_t j = 0; j < 8; ++j) {
+    const auto ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
+    const auto lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
+    q4k_pack_scale_min(j, ls, lm, k.scales);
+  }
+  k.d = f32_to_f16(max_scale / 63.f);
+  k.dmin = f32_to_f16(max_min / 63.f);
+  for (size_t j = 0; j < 8; ++j) {
+    uint8_t sc = 0, m = 0;
+    q4k_scale_min(j, k.scales, sc, m);
+    const float d = f16_to_f32(k.d) * sc;
+    if (d == 0.0f) continue;
+    const float dm = f16_to_f32(k.dmin) * m;
+    for (size_t l = 0; l < 32; ++l)
+      L[32 * j + l] = static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + l] + dm) / d), 0, nmax));
+  }
+  return k;
+}
+
+void quantize_q4_k(const float* x, BlockQ4K* y, size_t nblocks) {
+  uint8_t L[kQK_K];
   for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
-    // Per sub-block of 32: the best (scale, min), weighting each value by rms + |x|.
-    float max_scale = 0, max_min = 0;
-    for (size_t j = 0; j < 8; ++j) {
-      const float* xs = x + 32 * j;
-      float sum_x2 = 0;
-      for (size_t l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
-      const float av_x = std::sqrt(sum_x2 / 32);
-      for (size_t l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xs[l]);
-      scales[j] = make_qkx2_quants(32, 15, xs, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20);
-      if (scales[j] > max_scale) max_scale = scales[j];
-      if (mins[j] > max_min) max_min = mins[j];
-    }
-    // The scales and mins themselves, as 6-bit multiples of d and dmin.
-    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-    std::memset(y[i].scales, 0, sizeof(y[i].scales));
-    for (size_t j = 0; j < 8; ++j) {
-      const auto ls = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_scale * scales[j])));
-      const auto lm = std::min<uint8_t>(63, static_cast<uint8_t>(nearest_int(inv_min * mins[j])));
-      q4k_pack_scale_min(j, ls, lm, y[i].scales);
-    }
-    y[i].d = f32_to_f16(max_scale / 63.f);
-    y[i].dmin = f32_to_f16(max_min / 63.f);
-    // Requantize against the scales as stored.
-    for (size_t j = 0; j < 8; ++j) {
-      uint8_t sc = 0, m = 0;
-      q4k_scale_min(j, y[i].scales, sc, m);
-      const float d = f16_to_f32(y[i].d) * sc;
-      if (d == 0.0f) continue;
-      const float dm = f16_to_f32(y[i].dmin) * m;
-      for (size_t l = 0; l < 32; ++l)
-        L[32 * j + l] = static_cast<uint8_t>(std::clamp(nearest_int((x[32 * j + l] + dm) / d), 0, 15));
-    }
+    const KScales k = quantize_k_scales_mins(x, 15, -1.f, 20, L);
+    y[i].d = k.d;
+    y[i].dmin = k.dmin;
+    std::memcpy(y[i].scales, k.scales, sizeof(k.scales));
     for (size_t g = 0; g < 4; ++g)
       for (size_t l = 0; l < 32; ++l)
         y[i].qs[32 * g + l] = static_cast<uint8_t>(L[64 * g + l] | (L[64 * g + 32 + l] << 4));
+  }
+}
+
+// Q4_K's scheme with 32 levels; the 5th bit of sub-block j's element l at bit j of qh[l].
+void quantize_q5_k(const float* x, BlockQ5K* y, size_t nblocks) {
+  uint8_t L[kQK_K];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    const KScales k = quantize_k_scales_mins(x, 31, -0.5f, 15, L);
+    y[i].d = k.d;
+    y[i].dmin = k.dmin;
+    std::memcpy(y[i].scales, k.scales, sizeof(k.scales));
+    std::memset(y[i].qh, 0, sizeof(y[i].qh));
+    for (size_t g = 0; g < 4; ++g)
+      for (size_t l = 0; l < 32; ++l) {
+        const int lo = L[64 * g + l], hi = L[64 * g + 32 + l];
+        y[i].qs[32 * g + l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+        y[i].qh[l] = static_cast<uint8_t>(y[i].qh[l] | ((lo >> 4) << (2 * g)) | ((hi >> 4) << (2 * g + 1)));
+      }
+  }
+}
+
+// ggml's quantize_row_q4_1_ref / q5_1_ref: d = (max - min) / (levels - 1), m = min, q = (x - min) / d
+// rounded half up (as the cast after + 0.5 does), 4 or 5 bits.
+template <int kBits>
+void quantize_min_max(const float* x, uint16_t& d16, uint16_t& m16, uint8_t* q) {
+  float lo = std::numeric_limits<float>::max(), hi = -std::numeric_limits<float>::max();  // FLT_MAX, as ggml
+  for (size_t j = 0; j < kQK; ++j) {
+    if (x[j] < lo) lo = x[j];
+    if (x[j] > hi) hi = x[j];
+  }
+  const float d = (hi - lo) / ((1 << kBits) - 1), id = d != 0 ? 1.0f / d : 0.0f;
+  d16 = f32_to_f16(d);
+  m16 = f32_to_f16(lo);
+  for (size_t j = 0; j < kQK; ++j) {
+    const int v = static_cast<int>((x[j] - lo) * id + 0.5f);
+    q[j] = static_cast<uint8_t>(std::min(v, (1 << kBits) - 1));
+  }
+}
+
+void quantize_q4_1(const float* x, BlockQ4_1* y, size_t nblocks) {
+  uint8_t q[kQK];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    quantize_min_max<4>(x, y[i].d, y[i].m, q);
+    for (size_t j = 0; j < kQK / 2; ++j) y[i].qs[j] = static_cast<uint8_t>(q[j] | (q[j + kQK / 2] << 4));
+  }
+}
+
+void quantize_q5_1(const float* x, BlockQ5_1* y, size_t nblocks) {
+  uint8_t q[kQK];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    quantize_min_max<5>(x, y[i].d, y[i].m, q);
+    uint32_t qh = 0;
+    for (size_t j = 0; j < kQK / 2; ++j) {
+      y[i].qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + kQK / 2] & 0xF) << 4));
+      qh |= static_cast<uint32_t>(q[j] >> 4) << j;
+      qh |= static_cast<uint32_t>(q[j + kQK / 2] >> 4) << (j + kQK / 2);
+    }
+    std::memcpy(y[i].qh, &qh, sizeof(qh));
   }
 }
 
@@ -313,15 +385,15 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q5_0: return quantize_q5_0(src, static_cast<BlockQ5_0*>(dst), nblocks);
     case DType::q4_k: return quantize_q4_k(src, static_cast<BlockQ4K*>(dst), nblocks);
     case DType::q6_k: return quantize_q6_k(src, static_cast<BlockQ6K*>(dst), nblocks);
-    case DType::q4_1:
-    case DType::q5_1:
+    case DType::q4_1: return quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), nblocks);
+    case DType::q5_1: return quantize_q5_1(src, static_cast<BlockQ5_1*>(dst), nblocks);
+    case DType::q5_k: return quantize_q5_k(src, static_cast<BlockQ5K*>(dst), nblocks);
     case DType::q2_k:
     case DType::q3_k:
-    case DType::q5_k:
     case DType::iq4_xs: break;
   }
   throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_info(type).name +
-                              " yet (these files load and run; quantize to q8_0, q4_0 or q4_k)");
+                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q4_k or q5_k)");
 }
 
 }  // namespace autoglm::kernels

@@ -152,15 +152,27 @@ TEST(QuantizeRoundTrip, QuantizedFloatFixturesStayWithinTolerances) {
   }
 }
 
-// Our Q4_0 / Q4_K_M / Q8_0 of the f32 fixture against llama.cpp's quantize of the same file.
+// Our Q4_0 / Q4_K_M / Q8_0 of the f32 fixture against llama.cpp's quantize of the same file, and our
+// Q5_K_M / Q4_1 / Q5_1 of the F16 fixture (what llama.cpp made those from; the README).
 TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
   AUTOGLM_REQUIRE_FIXTURES();
   test::TempDir tmp;
+  struct Case {
+    std::string arch, name, source;
+    DType type;
+  };
+  std::vector<Case> cases;
   for (const std::string arch : {"glm4", "llama", "qwen2"})
     for (const auto& [type, name] : std::vector<std::pair<DType, std::string>>{
-             {DType::q4_0, "Q4_0"}, {DType::q4_k, "Q4_K_M"}, {DType::q8_0, "Q8_0"}}) {
+             {DType::q4_0, "Q4_0"}, {DType::q4_k, "Q4_K_M"}, {DType::q8_0, "Q8_0"}})
+      cases.push_back({arch, name, "f32", type});
+  cases.push_back({"glm4", "Q5_K_M", "F16", DType::q5_k});
+  cases.push_back({"llama", "Q4_1", "F16", DType::q4_1});
+  cases.push_back({"llama", "Q5_1", "F16", DType::q5_1});
+  for (const auto& [arch, name, source, type] : cases) {
+    {
       const fs::path out = tmp / (arch + name + ".gguf");
-      quantize(fixture("models/tiny-" + arch + "-f32.gguf"), out, type);
+      quantize(fixture("models/tiny-" + arch + "-" + source + ".gguf"), out, type);
       const gguf::File ours = gguf::read_file_header(out);
       const gguf::File theirs = gguf::read_file_header(fixture("models/tiny-" + arch + "-" + name + ".gguf"));
       const TensorComparison c = compare_tensors(ours, theirs);
@@ -172,6 +184,7 @@ TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
                   c.same_bytes, c.total, differing.empty() ? "" : "; differ:", differing.c_str());
       EXPECT_EQ(c.same_bytes, c.total) << arch << " " << name << " differ:" << differing;
     }
+  }
 }
 
 // Metadata is copied in order, file_type and quantization_version set anew at the end.

@@ -23,7 +23,7 @@ struct QuantizeArgs {
 
 int run_quantize(const QuantizeArgs& a) {
   const auto type = model::parse_quantize_type(a.type);
-  if (!type) throw Error(kExitUsage, fmt::format("--type: unknown '{}' (use q8_0, q4_0, q4_k, f16, bf16 or f32)", a.type));
+  if (!type) throw Error(kExitUsage, fmt::format("--type: unknown '{}' (use q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32)", a.type));
   model::QuantizeOptions o;
   o.type = *type;
   o.allow_requantize = a.allow_requantize;
@@ -58,7 +58,7 @@ void add_quantize_command(CLI::App& app, Runner& run) {
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("IN", a->in, "GGUF file or Hugging Face folder (config.json + *.safetensors)")->required();
   cmd->add_option("OUT", a->out, "Output GGUF file")->required();
-  cmd->add_option("--type,-t", a->type, "q8_0, q4_0, q4_k, f16, bf16 or f32")->required();
+  cmd->add_option("--type,-t", a->type, "q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32")->required();
   cmd->add_flag("--allow-requantize", a->allow_requantize,
                 "Allow already-quantized input tensors to be dequantized and quantized again (quality drops)");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all)");

@@ -399,7 +399,10 @@ std::optional<DType> parse_quantize_type(std::string_view name) {
   const std::string n = lower(name);
   if (n == "q8_0") return DType::q8_0;
   if (n == "q4_0") return DType::q4_0;
+  if (n == "q4_1") return DType::q4_1;
+  if (n == "q5_1") return DType::q5_1;
   if (n == "q4_k" || n == "q4_k_m") return DType::q4_k;
+  if (n == "q5_k" || n == "q5_k_m") return DType::q5_k;
   if (n == "f16") return DType::f16;
   if (n == "bf16") return DType::bf16;
   if (n == "f32") return DType::f32;
@@ -435,8 +438,8 @@ size_t llama_permuted_source_row(size_t row, size_t head_dim) {
 QuantizeResult quantize_model(const fs::path& in, const fs::path& out, const QuantizeOptions& o) {
   std::error_code ec;
   if (!fs::exists(in, ec)) usage(fmt::format("{}: no such file or folder", in.string()));
-  if (o.type == DType::q6_k || o.type == DType::q5_0)
-    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_k, f16, bf16 or f32)",
+  if (!parse_quantize_type(kernels::dtype_info(o.type).name))
+    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32)",
                       kernels::dtype_info(o.type).name));
   gguf::Writer w;
   QuantizeResult result;

@@ -82,8 +82,10 @@ void quantize_q5_0(const float* x, BlockQ5_0* y, size_t nblocks) {
 // make_qkx2_quants: scale and min for n values with levels 0..nmax, minimizing the weighted squared
 // error; tries iscale = (rmin + rdelta * is + nmax) / (max - min) for is = 0..nstep and refits
 // scale and min by least squares for each. Returns the scale; *the_min receives -min (>= 0).
+// use_mad: the error is the weighted absolute difference instead of the squared one (Q2_K).
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L, float* the_min,
-                       uint8_t* Laux, float rmin, float rdelta, int nstep) {
+                       uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad = false) {
+  auto error_of = [use_mad](float diff) { return use_mad ? std::fabs(diff) : diff * diff; };
   float min = x[0], max = x[0];
   float sum_w = weights[0];
   float sum_x = sum_w * x[0];
@@ -107,7 +109,7 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
     const int l = nearest_int(iscale * (x[i] - min));
     L[i] = static_cast<uint8_t>(std::clamp(l, 0, nmax));
     const float diff = scale * L[i] + min - x[i];
-    best_error += weights[i] * (diff * diff);
+    best_error += weights[i] * error_of(diff);
   }
   for (int is = 0; is <= nstep; ++is) {
     iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
@@ -132,7 +134,7 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, ui
       float cur_error = 0;
       for (int i = 0; i < n; ++i) {
         const float diff = this_scale * Laux[i] + this_min - x[i];
-        cur_error += weights[i] * (diff * diff);
+        cur_error += weights[i] * error_of(diff);
       }
       if (cur_error < best_error) {
         std::copy(Laux, Laux + n, L);
@@ -280,6 +282,49 @@ void quantize_q5_k(const float* x, BlockQ5K* y, size_t nblocks) {
   }
 }
 
+// ggml's quantize_row_q2_K_ref: per sub-block of 16 the best (scale, min) for 4 levels by weighted
+// absolute error (weights |x|), both as 4-bit multiples of d and dmin (15 levels), then requantized.
+void quantize_q2_k(const float* x, BlockQ2K* y, size_t nblocks) {
+  constexpr float kQ4Scale = 15.f;
+  uint8_t L[kQK_K], Laux[16];
+  float weights[16], mins[16], scales[16];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    float max_scale = 0, max_min = 0;
+    for (size_t j = 0; j < 16; ++j) {
+      for (size_t l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+      scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, true);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    std::memset(y[i].scales, 0, sizeof(y[i].scales));
+    y[i].d = f32_to_f16(0.f);
+    y[i].dmin = f32_to_f16(0.f);
+    if (max_scale > 0) {
+      const float iscale = kQ4Scale / max_scale;
+      for (size_t j = 0; j < 16; ++j) y[i].scales[j] = static_cast<uint8_t>(nearest_int(iscale * scales[j]));
+      y[i].d = f32_to_f16(max_scale / kQ4Scale);
+    }
+    if (max_min > 0) {
+      const float iscale = kQ4Scale / max_min;
+      for (size_t j = 0; j < 16; ++j)
+        y[i].scales[j] = static_cast<uint8_t>(y[i].scales[j] | (nearest_int(iscale * mins[j]) << 4));
+      y[i].dmin = f32_to_f16(max_min / kQ4Scale);
+    }
+    for (size_t j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y[i].d) * static_cast<float>(y[i].scales[j] & 0xF);
+      if (d == 0.0f) continue;
+      const float dm = f16_to_f32(y[i].dmin) * static_cast<float>(y[i].scales[j] >> 4);
+      for (size_t l = 0; l < 16; ++l)
+        L[16 * j + l] = static_cast<uint8_t>(std::clamp(nearest_int((x[16 * j + l] + dm) / d), 0, 3));
+    }
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t l = 0; l < 32; ++l) {
+        const uint8_t* q = L + 128 * h + l;
+        y[i].qs[32 * h + l] = static_cast<uint8_t>(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+      }
+  }
+}
+
 // ggml's quantize_row_q4_1_ref / q5_1_ref: d = (max - min) / (levels - 1), m = min, q = (x - min) / d
 // rounded half up (as the cast after + 0.5 does), 4 or 5 bits.
 template <int kBits>
@@ -388,12 +433,12 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q4_1: return quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), nblocks);
     case DType::q5_1: return quantize_q5_1(src, static_cast<BlockQ5_1*>(dst), nblocks);
     case DType::q5_k: return quantize_q5_k(src, static_cast<BlockQ5K*>(dst), nblocks);
-    case DType::q2_k:
+    case DType::q2_k: return quantize_q2_k(src, static_cast<BlockQ2K*>(dst), nblocks);
     case DType::q3_k:
     case DType::iq4_xs: break;
   }
   throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_info(type).name +
-                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q4_k or q5_k)");
+                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q2_k, q4_k or q5_k)");
 }
 
 }  // namespace autoglm::kernels

@@ -325,6 +325,108 @@ void quantize_q2_k(const float* x, BlockQ2K* y, size_t nblocks) {
   }
 }
 
+// ggml's make_q3_quants with do_rmse: levels -nmax..nmax-1 from -nmax / (the value of largest
+// magnitude), then up to 5 passes moving single values to the level that improves the weighted
+// (x^2) least-squares fit. L receives the levels + nmax; returns the scale.
+float make_q3_quants(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < 1e-15f) {  // GROUP_MAX_EPS: all zero
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  const float iscale = static_cast<float>(-nmax) / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = static_cast<int8_t>(l);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * static_cast<float>(l);
+    suml2 += w * static_cast<float>(l) * static_cast<float>(l);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * static_cast<float>(L[i]);
+      if (slx > 0) {
+        float sl2 = suml2 - w * static_cast<float>(L[i]) * static_cast<float>(L[i]);
+        const int new_l = std::clamp(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+        if (new_l != L[i]) {
+          slx += w * x[i] * static_cast<float>(new_l);
+          sl2 += w * static_cast<float>(new_l) * static_cast<float>(new_l);
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<int8_t>(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(L[i] + nmax);
+  return sumlx / suml2;
+}
+
+// ggml's quantize_row_q3_K_ref: per sub-block of 16 the best symmetric 3-bit scale, the scales as
+// 6-bit signed multiples of d (the largest-magnitude one at -32), then every value requantized; the
+// third bit of element e at bit e / 32 of hmask[e % 32].
+void quantize_q3_k(const float* x, BlockQ3K* y, size_t nblocks) {
+  int8_t L[kQK_K];
+  float scales[16];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    float max_scale = 0, amax = 0;
+    for (size_t j = 0; j < 16; ++j) {
+      scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
+      const float scale = std::fabs(scales[j]);
+      if (scale > amax) {
+        amax = scale;
+        max_scale = scales[j];
+      }
+    }
+    std::memset(y[i].scales, 0, sizeof(y[i].scales));
+    if (max_scale != 0) {
+      const float iscale = -32.f / max_scale;
+      for (size_t j = 0; j < 16; ++j) {
+        const int l = std::clamp(static_cast<int>(static_cast<int8_t>(nearest_int(iscale * scales[j]))), -32, 31) + 32;
+        if (j < 8)
+          y[i].scales[j] = static_cast<uint8_t>(l & 0xF);
+        else
+          y[i].scales[j - 8] = static_cast<uint8_t>(y[i].scales[j - 8] | ((l & 0xF) << 4));
+        y[i].scales[j % 4 + 8] = static_cast<uint8_t>(y[i].scales[j % 4 + 8] | ((l >> 4) << (2 * (j / 4))));
+      }
+      y[i].d = f32_to_f16(1 / iscale);
+    } else {
+      y[i].d = f32_to_f16(0.f);
+    }
+    for (size_t j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y[i].d) * static_cast<float>(q3k_scale(y[i].scales, j) - 32);
+      if (d == 0.0f) continue;
+      for (size_t l = 0; l < 16; ++l)
+        L[16 * j + l] = static_cast<int8_t>(std::clamp(nearest_int(x[16 * j + l] / d), -4, 3) + 4);
+    }
+    std::memset(y[i].hmask, 0, sizeof(y[i].hmask));
+    for (size_t e = 0; e < kQK_K; ++e)
+      if (L[e] > 3) {
+        y[i].hmask[e % 32] = static_cast<uint8_t>(y[i].hmask[e % 32] | (1 << (e / 32)));
+        L[e] = static_cast<int8_t>(L[e] - 4);
+      }
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t l = 0; l < 32; ++l) {
+        const int8_t* q = L + 128 * h + l;
+        y[i].qs[32 * h + l] = static_cast<uint8_t>(q[0] | (q[32] << 2) | (q[64] << 4) | (q[96] << 6));
+      }
+  }
+}
+
 // ggml's quantize_row_q4_1_ref / q5_1_ref: d = (max - min) / (levels - 1), m = min, q = (x - min) / d
 // rounded half up (as the cast after + 0.5 does), 4 or 5 bits.
 template <int kBits>
@@ -434,11 +536,11 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q5_1: return quantize_q5_1(src, static_cast<BlockQ5_1*>(dst), nblocks);
     case DType::q5_k: return quantize_q5_k(src, static_cast<BlockQ5K*>(dst), nblocks);
     case DType::q2_k: return quantize_q2_k(src, static_cast<BlockQ2K*>(dst), nblocks);
-    case DType::q3_k:
+    case DType::q3_k: return quantize_q3_k(src, static_cast<BlockQ3K*>(dst), nblocks);
     case DType::iq4_xs: break;
   }
   throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_info(type).name +
-                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q2_k, q4_k or q5_k)");
+                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q2_k, q3_k, q4_k or q5_k)");
 }
 
 }  // namespace autoglm::kernels

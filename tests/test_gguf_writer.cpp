@@ -751,7 +751,6 @@ TEST(RandomModel, RejectsImpossibleSpecs) {
   bad([](auto& s) { s.vocab_size = 258; }, "vocab_size 258 is below 259");
   bad([](auto& s) { s.arch = "qwen2"; s.vocab_size = 256; }, "vocab_size 256 is below 257");
   bad([](auto& s) { s.weight_type = static_cast<DType>(9); }, "unknown weight type 9");
-  bad([](auto& s) { s.weight_type = DType::iq4_xs; }, "weight type IQ4_XS has no quantizer yet");
   bad([](auto& s) { s.weight_type = DType::q8_0; s.q4_k_m_mix = true; }, "q4_k_m_mix needs weight_type q4_k");
   bad([](auto& s) { s.weight_type = DType::q4_k; s.ffn_dim = 384; },
       "blk.0.ffn_down.weight has rows of 384 elements, not a multiple of Q4_K's block size 256");

@@ -427,6 +427,101 @@ void quantize_q3_k(const float* x, BlockQ3K* y, size_t nblocks) {
   }
 }
 
+// The index of the level of `levels` (16, ascending) nearest x; ties to the upper one (ggml's
+// best_index_int8).
+int nearest_level(const int8_t* levels, float x) {
+  if (x <= levels[0]) return 0;
+  if (x >= levels[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (x < levels[mid])
+      hi = mid;
+    else
+      lo = mid;
+  }
+  return x - levels[hi - 1] < levels[hi] - x ? hi - 1 : hi;
+}
+
+// ggml's quantize_iq4_xs without an importance matrix (quantize_row_iq4_nl_impl with blocks of 32,
+// weights x^2, 7 tries each way): per sub-block of 32 the scale that best fits the non-uniform
+// levels, the scales as 6-bit signed multiples of d (the largest-magnitude one at -32), then every
+// value to its nearest level at the stored scale.
+void quantize_iq4_xs(const float* x, BlockIQ4XS* y, size_t nblocks) {
+  constexpr int kTries = 7;
+  uint8_t L[kQK_K];
+  float weight[32], scales[8];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
+    std::memset(y[i].qs, 0, sizeof(y[i].qs));
+    y[i].d = f32_to_f16(0.f);
+    float max_scale = 0, amax_scale = 0;
+    for (size_t ib = 0; ib < 8; ++ib) {
+      const float* xb = x + 32 * ib;
+      uint8_t* Lb = L + 32 * ib;
+      for (size_t j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+      float amax = 0, max = 0;
+      for (size_t j = 0; j < 32; ++j) {
+        const float ax = std::fabs(xb[j]);
+        if (ax > amax) {
+          amax = ax;
+          max = xb[j];
+        }
+      }
+      if (amax < 1e-15f) {  // GROUP_MAX_EPS
+        scales[ib] = 0;
+        continue;
+      }
+      float d = -max / kIq4nl[0];
+      float id = 1 / d;
+      float sumqx = 0, sumq2 = 0;
+      for (size_t j = 0; j < 32; ++j) {
+        const int l = nearest_level(kIq4nl, id * xb[j]);
+        Lb[j] = static_cast<uint8_t>(l);
+        const float q = kIq4nl[l], w = weight[j];
+        sumqx += w * q * xb[j];
+        sumq2 += w * q * q;
+      }
+      d = sumqx / sumq2;
+      float best = d * sumqx;
+      for (int itry = -kTries; itry <= kTries; ++itry) {
+        id = static_cast<float>(itry + kIq4nl[0]) / max;
+        sumqx = sumq2 = 0;
+        for (size_t j = 0; j < 32; ++j) {
+          const int l = nearest_level(kIq4nl, id * xb[j]);
+          const float q = kIq4nl[l], w = weight[j];
+          sumqx += w * q * xb[j];
+          sumq2 += w * q * q;
+        }
+        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+          d = sumqx / sumq2;
+          best = d * sumqx;
+        }
+      }
+      scales[ib] = d;
+      if (std::fabs(d) > amax_scale) {
+        amax_scale = std::fabs(d);
+        max_scale = d;
+      }
+    }
+    y[i].scales_h = 0;
+    std::memset(y[i].scales_l, 0, sizeof(y[i].scales_l));
+    const float d = -max_scale / 32;
+    y[i].d = f32_to_f16(d);
+    const float id = d != 0 ? 1 / d : 0.f;
+    for (size_t ib = 0; ib < 8; ++ib) {
+      int l = std::clamp(nearest_int(id * scales[ib]), -32, 31);
+      const float dl = d * static_cast<float>(l), idl = dl != 0 ? 1 / dl : 0.f;
+      for (size_t j = 0; j < 32; ++j) L[32 * ib + j] = static_cast<uint8_t>(nearest_level(kIq4nl, idl * x[32 * ib + j]));
+      l += 32;
+      y[i].scales_l[ib / 2] = static_cast<uint8_t>(y[i].scales_l[ib / 2] | ((l & 0xF) << (4 * (ib % 2))));
+      y[i].scales_h = static_cast<uint16_t>(y[i].scales_h | ((l >> 4) << (2 * ib)));
+    }
+    for (size_t ib = 0; ib < 8; ++ib)
+      for (size_t j = 0; j < 16; ++j)
+        y[i].qs[16 * ib + j] = static_cast<uint8_t>(L[32 * ib + j] | (L[32 * ib + 16 + j] << 4));
+  }
+}
+
 // ggml's quantize_row_q4_1_ref / q5_1_ref: d = (max - min) / (levels - 1), m = min, q = (x - min) / d
 // rounded half up (as the cast after + 0.5 does), 4 or 5 bits.
 template <int kBits>
@@ -537,10 +632,8 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q5_k: return quantize_q5_k(src, static_cast<BlockQ5K*>(dst), nblocks);
     case DType::q2_k: return quantize_q2_k(src, static_cast<BlockQ2K*>(dst), nblocks);
     case DType::q3_k: return quantize_q3_k(src, static_cast<BlockQ3K*>(dst), nblocks);
-    case DType::iq4_xs: break;
+    case DType::iq4_xs: return quantize_iq4_xs(src, static_cast<BlockIQ4XS*>(dst), nblocks);
   }
-  throw std::invalid_argument(std::string("quantize_row: no quantizer for ") + dtype_info(type).name +
-                              " yet (these files load and run; quantize to q8_0, q4_0, q4_1, q5_1, q2_k, q3_k, q4_k or q5_k)");
 }
 
 }  // namespace autoglm::kernels

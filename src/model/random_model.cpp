@@ -107,9 +107,9 @@ void check_spec(const RandomModelSpec& s) {
   // the weights are written by our quantizers: the types that have one
   static constexpr DType kWritable[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1,
                                         DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k, DType::q4_k,
-                                        DType::q5_k, DType::q6_k};
+                                        DType::q5_k, DType::q6_k, DType::iq4_xs};
   if (std::find(std::begin(kWritable), std::end(kWritable), s.weight_type) == std::end(kWritable))
-    fail(fmt::format("weight type {} has no quantizer yet (use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k)",
+    fail(fmt::format("weight type {} has no quantizer yet (use f32, f16, bf16 or a block type)",
                      info->name));
   if (s.q4_k_m_mix && s.weight_type != DType::q4_k) fail("q4_k_m_mix needs weight_type q4_k");
 }

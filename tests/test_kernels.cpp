@@ -33,7 +33,7 @@ namespace {
 
 constexpr DType kAllTypes[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_0, DType::q4_0,
                                DType::q4_1, DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k,
-                               DType::q4_k, DType::q5_k, DType::q6_k, DType::iq4_xs};
+                               DType::q4_k, DType::q5_k, DType::q6_k, DType::iq4_nl, DType::iq4_xs};
 
 // The types files of which load and run, but that have no quantizer yet.
 bool panels_kernel(DType t) {
@@ -102,6 +102,7 @@ std::vector<uint8_t> random_weights(DType type, size_t rows, size_t cols, std::m
         break;
       case DType::q3_k: put_f16(blk + 108, scale(rng) / 32); break;
       case DType::iq4_xs: put_f16(blk, scale(rng) / 32); break;
+      case DType::iq4_nl: put_f16(blk, scale(rng) / 32); break;
       default: break;
     }
   }
@@ -173,14 +174,14 @@ TEST(KernelTypes, DtypeInfoKnownAndUnknown) {
   // every type the engine computes with, at ggml's id and block size (ggml-common.h)
   const std::tuple<uint32_t, const char*, uint32_t, uint32_t> known[] = {
       {3, "Q4_1", 32, 20},    {7, "Q5_1", 32, 24},    {10, "Q2_K", 256, 84},
-      {11, "Q3_K", 256, 110}, {13, "Q5_K", 256, 176}, {23, "IQ4_XS", 256, 136}};
+      {11, "Q3_K", 256, 110}, {13, "Q5_K", 256, 176}, {23, "IQ4_XS", 256, 136}, {20, "IQ4_NL", 32, 18}};
   for (const auto& [id, name, size, bytes] : known) {
     ASSERT_NE(dtype_info(id), nullptr) << name;
     EXPECT_STREQ(dtype_info(id)->name, name);
     EXPECT_EQ(dtype_info(id)->block_size, size) << name;
     EXPECT_EQ(dtype_info(id)->block_bytes, bytes) << name;
   }
-  for (uint32_t id : {9u, 15u, 16u, 20u, 29u, 31u, 39u, 1000u, 0xFFFFFFFFu})
+  for (uint32_t id : {9u, 15u, 16u, 21u, 29u, 31u, 39u, 1000u, 0xFFFFFFFFu})
     EXPECT_EQ(dtype_info(id), nullptr) << id;
   EXPECT_THROW(dtype_info(static_cast<DType>(9)), std::invalid_argument);
 }
@@ -364,7 +365,7 @@ TEST(KernelQuantize, BlockTypesRoundTripWithinBounds) {
   const std::pair<DType, double> rms_bounds[] = {
       {DType::q8_0, 0.006}, {DType::q4_0, 0.12}, {DType::q5_0, 0.06}, {DType::q4_k, 0.10}, {DType::q6_k, 0.025},
       {DType::q4_1, 0.12},  {DType::q5_1, 0.06}, {DType::q5_k, 0.05}, {DType::q2_k, 0.40},
-      {DType::q3_k, 0.22}, {DType::iq4_xs, 0.10}};
+      {DType::q3_k, 0.22}, {DType::iq4_xs, 0.10}, {DType::iq4_nl, 0.10}};
   for (auto [type, rms_bound] : rms_bounds) {
     std::vector<uint8_t> q(row_bytes(type, n));
     quantize_row(type, x.data(), q.data(), n);
@@ -540,7 +541,7 @@ TEST_P(KernelProduct, SpecialActivationsAgreeWithScalarPath) {
 // Where a block type keeps its f16 scales (d, then dmin / m where it has one), by byte offset.
 std::vector<size_t> f16_fields(DType t) {
   switch (t) {
-    case DType::q8_0: case DType::q4_0: case DType::q5_0: case DType::iq4_xs: return {0};
+    case DType::q8_0: case DType::q4_0: case DType::q5_0: case DType::iq4_nl: case DType::iq4_xs: return {0};
     case DType::q4_1: case DType::q5_1: case DType::q4_k: case DType::q5_k: return {0, 2};
     case DType::q6_k: return {208};
     case DType::q2_k: return {80, 82};

@@ -13,7 +13,8 @@ namespace autoglm::model {
 bool use_more_bits(uint32_t layer, uint32_t n_layers);
 
 // llama.cpp's fallback for a matrix whose rows are not whole blocks of `type` (GLM-4-9B's ffn_down
-// has 13696 = 53.5 x 256 columns): Q4_K becomes Q5_0, Q5_K Q5_1 and Q6_K Q8_0, and a type that still
+// has 13696 = 53.5 x 256 columns): Q4_K becomes Q5_0, Q5_K Q5_1, Q6_K Q8_0, Q2_K and Q3_K Q4_0,
+// IQ4_XS IQ4_NL (llama.cpp's tensor_type_fallback), and a type that still
 // does not fit becomes F16. Files made this way are what llama.cpp makes (and what users download).
 kernels::DType fit_columns(kernels::DType type, uint64_t cols);
 

@@ -90,6 +90,13 @@ struct BlockIQ4XS {
   uint8_t scales_l[4];
   uint8_t qs[128];
 };
+// x = d * kIq4nl[q]: IQ4_XS's levels on plain blocks of 32 (element l < 16 the low nibble of qs[l],
+// l + 16 the high one). llama.cpp writes it where an IQ4_XS matrix's rows are not whole 256-blocks
+// (GLM-4-9B's ffn_down).
+struct BlockIQ4NL {
+  uint16_t d;
+  uint8_t qs[16];
+};
 // IQ4_NL / IQ4_XS's 16 non-uniform levels.
 constexpr int8_t kIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
@@ -97,6 +104,7 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(Block
 static_assert(sizeof(BlockQ4K) == 144 && sizeof(BlockQ6K) == 210);
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_1) == 24 && sizeof(BlockQ2K) == 84);
 static_assert(sizeof(BlockQ3K) == 110 && sizeof(BlockQ5K) == 176 && sizeof(BlockIQ4XS) == 136);
+static_assert(sizeof(BlockIQ4NL) == 18);
 
 // 6-bit scale and min of sub-block j (0..7) of a Q4_K block: j < 4 sit in the low 6 bits of bytes
 // j and j + 4; j >= 4 are split into a nibble in byte j + 4 and the top 2 bits of bytes j - 4 / j.
@@ -256,6 +264,14 @@ inline void group_of(const BlockIQ4XS& b, size_t j, int* wq, float& s, float&) {
   s = f16_to_f32(b.d) * static_cast<float>(ls - 32);
 }
 
+inline void group_of(const BlockIQ4NL& b, size_t, int* wq, float& s, float&) {
+  for (size_t l = 0; l < 16; ++l) {
+    wq[l] = kIq4nl[b.qs[l] & 0xF];
+    wq[l + 16] = kIq4nl[b.qs[l] >> 4];
+  }
+  s = f16_to_f32(b.d);
+}
+
 // Elements per group and per block of a block type defined by its groups.
 template <class Block>
 constexpr size_t kGroupOf = 32;
@@ -269,6 +285,8 @@ template <>
 inline constexpr size_t kBlockElems<BlockQ4_1> = kQK;
 template <>
 inline constexpr size_t kBlockElems<BlockQ5_1> = kQK;
+template <>
+inline constexpr size_t kBlockElems<BlockIQ4NL> = kQK;
 
 template <class Block>
 inline void dequantize_groups(const Block& b, float* y) {
@@ -286,6 +304,7 @@ inline void dequantize_block(const BlockQ2K& b, float* y) { dequantize_groups(b,
 inline void dequantize_block(const BlockQ3K& b, float* y) { dequantize_groups(b, y); }
 inline void dequantize_block(const BlockQ5K& b, float* y) { dequantize_groups(b, y); }
 inline void dequantize_block(const BlockIQ4XS& b, float* y) { dequantize_groups(b, y); }
+inline void dequantize_block(const BlockIQ4NL& b, float* y) { dequantize_groups(b, y); }
 
 // out[b] = dot(row, x + b * x_stride) for b < nb (1..kMaxBatchTile); `cols` elements in the row.
 // Each vector's sum is computed the same way whatever nb is, so results do not depend on batch.

@@ -176,7 +176,8 @@ void QActsStorage::quantize(const float* x, size_t begin, size_t end) {
 bool is_int8_type(DType type) {
   switch (type) {
     case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
-    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: case DType::iq4_xs:
+    case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k: case DType::iq4_nl:
+    case DType::iq4_xs:
       return true;
     default: return false;
   }
@@ -196,6 +197,7 @@ QFormat qformat(DType type) {
     case DType::q3_k: return {16, 4, false};
     case DType::q5_k: return {32, 0, true};
     case DType::iq4_xs: return {32, 0, false};
+    case DType::iq4_nl: return {32, 0, false};
     default: return {32, 0, false};
   }
 }
@@ -213,6 +215,7 @@ void qrows_scalar(const QJob& job, size_t r0, size_t r1) {
     case DType::q3_k: return rows_scalar<GroupOf<BlockQ3K>>(job, r0, r1);
     case DType::q5_k: return rows_scalar<GroupOf<BlockQ5K>>(job, r0, r1);
     case DType::iq4_xs: return rows_scalar<GroupOf<BlockIQ4XS>>(job, r0, r1);
+    case DType::iq4_nl: return rows_scalar<GroupOf<BlockIQ4NL>>(job, r0, r1);
     default: return;
   }
 }

@@ -173,6 +173,21 @@ struct Q5K {
 };
 
 // The signed levels of kIq4nl, looked up per nibble.
+AUTOGLM_AVX2 inline __m256i iq4_levels(const uint8_t* qs) {
+  const __m128i levels = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nl));
+  return _mm256_shuffle_epi8(_mm256_set_m128i(levels, levels), nibbles16(qs));
+}
+
+struct IQ4NL {
+  static constexpr size_t kGroups = 1;
+  static constexpr bool kMin = false, kSigned = true;
+  AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float*) {
+    const auto& b = reinterpret_cast<const BlockIQ4NL*>(row)[c];
+    s[0] = half(b.d);
+    return iq4_levels(b.qs);
+  }
+};
+
 struct IQ4XS {
   static constexpr size_t kGroups = 1;
   static constexpr bool kMin = false, kSigned = true;
@@ -181,8 +196,7 @@ struct IQ4XS {
     const size_t j = c % 8;
     const int ls = ((b.scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b.scales_h >> (2 * j)) & 3) << 4);
     s[0] = half(b.d) * static_cast<float>(ls - 32);
-    const __m128i levels = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4nl));
-    return _mm256_shuffle_epi8(_mm256_set_m128i(levels, levels), nibbles16(b.qs + 16 * j));
+    return iq4_levels(b.qs + 16 * j);
   }
 };
 
@@ -325,6 +339,7 @@ QRows qrows_avx2(DType type) {
     case DType::q3_k: return rows<Q3K>;
     case DType::q5_k: return rows<Q5K>;
     case DType::iq4_xs: return rows<IQ4XS>;
+    case DType::iq4_nl: return rows<IQ4NL>;
     default: return nullptr;
   }
 }

@@ -443,64 +443,68 @@ int nearest_level(const int8_t* levels, float x) {
   return x - levels[hi - 1] < levels[hi] - x ? hi - 1 : hi;
 }
 
-// ggml's quantize_iq4_xs without an importance matrix (quantize_row_iq4_nl_impl with blocks of 32,
-// weights x^2, 7 tries each way): per sub-block of 32 the scale that best fits the non-uniform
-// levels, the scales as 6-bit signed multiples of d (the largest-magnitude one at -32), then every
-// value to its nearest level at the stored scale.
-void quantize_iq4_xs(const float* x, BlockIQ4XS* y, size_t nblocks) {
+// One block of 32 of ggml's quantize_row_iq4_nl_impl without an importance matrix (weights x^2,
+// 7 tries each way): the scale that best fits the non-uniform levels; 0 for an all-zero block, whose
+// Lb is then left as it was.
+float iq4_block_scale(const float* xb, uint8_t* Lb) {
   constexpr int kTries = 7;
+  float weight[32];
+  for (size_t j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+  float amax = 0, max = 0;
+  for (size_t j = 0; j < 32; ++j) {
+    const float ax = std::fabs(xb[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = xb[j];
+    }
+  }
+  if (amax < 1e-15f) return 0;  // GROUP_MAX_EPS
+  float d = -max / kIq4nl[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (size_t j = 0; j < 32; ++j) {
+    const int l = nearest_level(kIq4nl, id * xb[j]);
+    Lb[j] = static_cast<uint8_t>(l);
+    const float q = kIq4nl[l], w = weight[j];
+    sumqx += w * q * xb[j];
+    sumq2 += w * q * q;
+  }
+  d = sumqx / sumq2;
+  float best = d * sumqx;
+  for (int itry = -kTries; itry <= kTries; ++itry) {
+    id = static_cast<float>(itry + kIq4nl[0]) / max;
+    sumqx = sumq2 = 0;
+    for (size_t j = 0; j < 32; ++j) {
+      const int l = nearest_level(kIq4nl, id * xb[j]);
+      const float q = kIq4nl[l], w = weight[j];
+      sumqx += w * q * xb[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
+}
+
+void pack_iq4_nibbles(const uint8_t* L, uint8_t* qs) {
+  for (size_t j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(L[j] | (L[16 + j] << 4));
+}
+
+// ggml's quantize_iq4_xs without an importance matrix: each sub-block's best scale, the scales as
+// 6-bit signed multiples of d (the largest-magnitude one at -32), then every value to its nearest
+// level at the stored scale.
+void quantize_iq4_xs(const float* x, BlockIQ4XS* y, size_t nblocks) {
   uint8_t L[kQK_K];
-  float weight[32], scales[8];
+  float scales[8];
   for (size_t i = 0; i < nblocks; ++i, x += kQK_K) {
-    std::memset(y[i].qs, 0, sizeof(y[i].qs));
-    y[i].d = f32_to_f16(0.f);
     float max_scale = 0, amax_scale = 0;
     for (size_t ib = 0; ib < 8; ++ib) {
-      const float* xb = x + 32 * ib;
-      uint8_t* Lb = L + 32 * ib;
-      for (size_t j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
-      float amax = 0, max = 0;
-      for (size_t j = 0; j < 32; ++j) {
-        const float ax = std::fabs(xb[j]);
-        if (ax > amax) {
-          amax = ax;
-          max = xb[j];
-        }
-      }
-      if (amax < 1e-15f) {  // GROUP_MAX_EPS
-        scales[ib] = 0;
-        continue;
-      }
-      float d = -max / kIq4nl[0];
-      float id = 1 / d;
-      float sumqx = 0, sumq2 = 0;
-      for (size_t j = 0; j < 32; ++j) {
-        const int l = nearest_level(kIq4nl, id * xb[j]);
-        Lb[j] = static_cast<uint8_t>(l);
-        const float q = kIq4nl[l], w = weight[j];
-        sumqx += w * q * xb[j];
-        sumq2 += w * q * q;
-      }
-      d = sumqx / sumq2;
-      float best = d * sumqx;
-      for (int itry = -kTries; itry <= kTries; ++itry) {
-        id = static_cast<float>(itry + kIq4nl[0]) / max;
-        sumqx = sumq2 = 0;
-        for (size_t j = 0; j < 32; ++j) {
-          const int l = nearest_level(kIq4nl, id * xb[j]);
-          const float q = kIq4nl[l], w = weight[j];
-          sumqx += w * q * xb[j];
-          sumq2 += w * q * q;
-        }
-        if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-          d = sumqx / sumq2;
-          best = d * sumqx;
-        }
-      }
-      scales[ib] = d;
-      if (std::fabs(d) > amax_scale) {
-        amax_scale = std::fabs(d);
-        max_scale = d;
+      scales[ib] = iq4_block_scale(x + 32 * ib, L + 32 * ib);
+      if (std::fabs(scales[ib]) > amax_scale) {
+        amax_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
       }
     }
     y[i].scales_h = 0;
@@ -516,9 +520,20 @@ void quantize_iq4_xs(const float* x, BlockIQ4XS* y, size_t nblocks) {
       y[i].scales_l[ib / 2] = static_cast<uint8_t>(y[i].scales_l[ib / 2] | ((l & 0xF) << (4 * (ib % 2))));
       y[i].scales_h = static_cast<uint16_t>(y[i].scales_h | ((l >> 4) << (2 * ib)));
     }
-    for (size_t ib = 0; ib < 8; ++ib)
-      for (size_t j = 0; j < 16; ++j)
-        y[i].qs[16 * ib + j] = static_cast<uint8_t>(L[32 * ib + j] | (L[32 * ib + 16 + j] << 4));
+    for (size_t ib = 0; ib < 8; ++ib) pack_iq4_nibbles(L + 32 * ib, y[i].qs + 16 * ib);
+  }
+}
+
+// ggml's quantize_iq4_nl without an importance matrix: the block's best scale stored as d, then
+// every value to its nearest level at that scale.
+void quantize_iq4_nl(const float* x, BlockIQ4NL* y, size_t nblocks) {
+  uint8_t L[kQK];
+  for (size_t i = 0; i < nblocks; ++i, x += kQK) {
+    const float scale = iq4_block_scale(x, L);
+    y[i].d = f32_to_f16(scale);
+    const float id = scale != 0 ? 1 / scale : 0.f;
+    for (size_t j = 0; j < kQK; ++j) L[j] = static_cast<uint8_t>(nearest_level(kIq4nl, id * x[j]));
+    pack_iq4_nibbles(L, y[i].qs);
   }
 }
 
@@ -633,6 +648,7 @@ void quantize_row(DType type, const float* src, void* dst, size_t n) {
     case DType::q2_k: return quantize_q2_k(src, static_cast<BlockQ2K*>(dst), nblocks);
     case DType::q3_k: return quantize_q3_k(src, static_cast<BlockQ3K*>(dst), nblocks);
     case DType::iq4_xs: return quantize_iq4_xs(src, static_cast<BlockIQ4XS*>(dst), nblocks);
+    case DType::iq4_nl: return quantize_iq4_nl(src, static_cast<BlockIQ4NL*>(dst), nblocks);
   }
 }
 

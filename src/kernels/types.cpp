@@ -16,7 +16,7 @@ namespace {
 
 static_assert(std::endian::native == std::endian::little, "block formats are little-endian");
 
-constexpr std::array<DTypeInfo, 14> kTypes = {{
+constexpr std::array<DTypeInfo, 15> kTypes = {{
     {DType::f32, "F32", 1, 4},
     {DType::f16, "F16", 1, 2},
     {DType::q4_0, "Q4_0", 32, sizeof(BlockQ4_0)},
@@ -29,6 +29,7 @@ constexpr std::array<DTypeInfo, 14> kTypes = {{
     {DType::q4_k, "Q4_K", 256, sizeof(BlockQ4K)},
     {DType::q5_k, "Q5_K", 256, sizeof(BlockQ5K)},
     {DType::q6_k, "Q6_K", 256, sizeof(BlockQ6K)},
+    {DType::iq4_nl, "IQ4_NL", 32, sizeof(BlockIQ4NL)},
     {DType::iq4_xs, "IQ4_XS", 256, sizeof(BlockIQ4XS)},
     {DType::bf16, "BF16", 1, 2},
 }};
@@ -166,6 +167,7 @@ void dequantize_row(DType type, const void* src, float* dst, size_t n) {
     case DType::q3_k: return dequantize_blocks<BlockQ3K>(src, dst, nblocks, kQK_K);
     case DType::q5_k: return dequantize_blocks<BlockQ5K>(src, dst, nblocks, kQK_K);
     case DType::iq4_xs: return dequantize_blocks<BlockIQ4XS>(src, dst, nblocks, kQK_K);
+    case DType::iq4_nl: return dequantize_blocks<BlockIQ4NL>(src, dst, nblocks, kQK);
   }
 }
 

@@ -267,7 +267,7 @@ class ModelBuilder {
     if (!info) {
       const gguf::TypeInfo* g = gguf::type_info(t.ggml_type);
       fail(fmt::format("{}: tensor '{}' has type {}, which the engine does not support (supported: F32, F16, BF16, "
-                       "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)", t.file, t.name, g ? g->name : "unknown"));
+                       "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)", t.file, t.name, g ? g->name : "unknown"));
     }
     return *info;
   }

@@ -46,10 +46,12 @@ kernels::DType fit_columns(kernels::DType type, uint64_t cols) {
   using kernels::DType;
   auto fits = [cols](DType t) { return cols % kernels::dtype_info(t).block_size == 0; };
   if (fits(type)) return type;
-  const DType fallback = type == DType::q4_k   ? DType::q5_0
-                         : type == DType::q5_k ? DType::q5_1
-                         : type == DType::q6_k ? DType::q8_0
-                                               : type;
+  const DType fallback = type == DType::q4_k                         ? DType::q5_0
+                         : type == DType::q5_k                       ? DType::q5_1
+                         : type == DType::q6_k                       ? DType::q8_0
+                         : type == DType::q2_k || type == DType::q3_k ? DType::q4_0
+                         : type == DType::iq4_xs                     ? DType::iq4_nl
+                                                                     : type;
   return fits(fallback) ? fallback : DType::f16;
 }
 

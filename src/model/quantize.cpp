@@ -425,6 +425,7 @@ uint32_t quantize_file_type(DType target) {
     case DType::q3_k: return 12;   // Q3_K_M
     case DType::q5_k: return 17;   // Q5_K_M
     case DType::iq4_xs: return 30;
+    case DType::iq4_nl: return 25;
   }
   return 0;
 }

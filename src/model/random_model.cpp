@@ -85,6 +85,7 @@ uint32_t file_type(const RandomModelSpec& s) {
     case DType::q3_k: return 12;   // Q3_K_M
     case DType::q5_k: return 17;   // Q5_K_M
     case DType::iq4_xs: return 30;
+    case DType::iq4_nl: return 25;
   }
   return 0;
 }
@@ -107,7 +108,7 @@ void check_spec(const RandomModelSpec& s) {
   // the weights are written by our quantizers: the types that have one
   static constexpr DType kWritable[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1,
                                         DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k, DType::q4_k,
-                                        DType::q5_k, DType::q6_k, DType::iq4_xs};
+                                        DType::q5_k, DType::q6_k, DType::iq4_nl, DType::iq4_xs};
   if (std::find(std::begin(kWritable), std::end(kWritable), s.weight_type) == std::end(kWritable))
     fail(fmt::format("weight type {} has no quantizer yet (use f32, f16, bf16 or a block type)",
                      info->name));

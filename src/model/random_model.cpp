@@ -11,6 +11,7 @@
 #include "autoglm/gguf_writer.h"
 #include "autoglm/model_shape.h"
 #include "autoglm/quant_recipe.h"
+#include "autoglm/quantize.h"
 
 namespace autoglm::model {
 namespace {
@@ -70,24 +71,9 @@ struct TensorPlan {
 
 // llama.cpp's general.file_type (enum llama_ftype) for a weight type.
 uint32_t file_type(const RandomModelSpec& s) {
-  switch (s.weight_type) {
-    case DType::f32: return 0;
-    case DType::f16: return 1;
-    case DType::q4_0: return 2;
-    case DType::q5_0: return 8;
-    case DType::q8_0: return 7;
-    case DType::q4_k: return s.q4_k_m_mix ? 15 : 14;  // pure Q4_K: Q4_K_S is the nearest label
-    case DType::q6_k: return 18;
-    case DType::bf16: return 32;
-    case DType::q4_1: return 3;
-    case DType::q5_1: return 9;
-    case DType::q2_k: return 10;
-    case DType::q3_k: return 12;   // Q3_K_M
-    case DType::q5_k: return 17;   // Q5_K_M
-    case DType::iq4_xs: return 30;
-    case DType::iq4_nl: return 25;
-  }
-  return 0;
+  // pure Q4_K: Q4_K_S is the nearest label; everything else as quantize labels its files
+  if (s.weight_type == DType::q4_k && !s.q4_k_m_mix) return 14;
+  return quantize_file_type(s.weight_type);
 }
 
 bool is_glm4(const RandomModelSpec& s) { return s.arch == "glm4"; }  // fused [gate; up] FFN

@@ -58,19 +58,22 @@ struct Q5_0 {
   }
 };
 
+// Sub-block j of a Q4_K / Q5_K block: its scale and offset, and its 32 low nibbles.
+template <class Block>
+AUTOGLM_AVX2 inline __m256i k_sub_block(const Block& b, size_t j, float* s, float* m) {
+  uint8_t sm[16];
+  q4k_unpack_scales(b.scales, sm);
+  s[0] = half(b.d) * static_cast<float>(sm[j]);
+  m[0] = -(half(b.dmin) * static_cast<float>(sm[8 + j]));
+  const __m256i q = load32(b.qs + 32 * (j / 2));
+  return _mm256_and_si256((j % 2 == 0) ? q : _mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+}
+
 struct Q4K {
   static constexpr size_t kGroups = 1;
   static constexpr bool kMin = true, kSigned = false;
   AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
-    const auto& b = reinterpret_cast<const BlockQ4K*>(row)[c / 8];
-    const size_t j = c % 8;
-    uint8_t sm[16];
-    q4k_unpack_scales(b.scales, sm);
-    s[0] = half(b.d) * static_cast<float>(sm[j]);
-    m[0] = -(half(b.dmin) * static_cast<float>(sm[8 + j]));
-    const __m256i q = load32(b.qs + 32 * (j / 2));
-    const __m256i nib = (j % 2 == 0) ? q : _mm256_srli_epi16(q, 4);
-    return _mm256_and_si256(nib, _mm256_set1_epi8(0x0F));
+    return k_sub_block(reinterpret_cast<const BlockQ4K*>(row)[c / 8], c % 8, s, m);
   }
 };
 
@@ -160,12 +163,7 @@ struct Q5K {
   AUTOGLM_AVX2 static __m256i unpack(const uint8_t* row, size_t c, float* s, float* m) {
     const auto& b = reinterpret_cast<const BlockQ5K*>(row)[c / 8];
     const size_t j = c % 8;
-    uint8_t sm[16];
-    q4k_unpack_scales(b.scales, sm);
-    s[0] = half(b.d) * static_cast<float>(sm[j]);
-    m[0] = -(half(b.dmin) * static_cast<float>(sm[8 + j]));
-    const __m256i q = load32(b.qs + 32 * (j / 2));
-    const __m256i nib = _mm256_and_si256((j % 2 == 0) ? q : _mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+    const __m256i nib = k_sub_block(b, j, s, m);
     const __m256i fifth = _mm256_and_si256(_mm256_srl_epi16(load32(b.qh), _mm_cvtsi32_si128(static_cast<int>(j))),
                                            _mm256_set1_epi8(0x01));
     return _mm256_or_si256(nib, _mm256_slli_epi16(fifth, 4));

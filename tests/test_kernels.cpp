@@ -35,14 +35,12 @@ constexpr DType kAllTypes[] = {DType::f32,  DType::f16,  DType::bf16, DType::q8_
                                DType::q4_1, DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k,
                                DType::q4_k, DType::q5_k, DType::q6_k, DType::iq4_nl, DType::iq4_xs};
 
-// The types files of which load and run, but that have no quantizer yet.
-bool panels_kernel(DType t) {
-  return t == DType::q8_0 || t == DType::q4_0 || t == DType::q4_k || t == DType::q6_k;
-}
-
 constexpr Isa kAllIsas[] = {Isa::scalar, Isa::avx2, Isa::avx512};
 
 bool is_block_type(DType t) { return dtype_info(t).block_size > 1; }
+
+// The types with a panels16 layout: every block type (all are int8-activation products).
+bool panels_kernel(DType t) { return is_block_type(t); }
 
 uint32_t bits(float f) { return std::bit_cast<uint32_t>(f); }
 float from_bits(uint32_t u) { return std::bit_cast<float>(u); }
@@ -707,7 +705,6 @@ TEST_P(KernelProduct, PanelsLayoutIsBitIdentical) {
 
 TEST(KernelLayout, PanelsArePreferredOnlyWhereAKernelUsesThem) {
   EXPECT_EQ(preferred_layout(DType::f16, 4096), Layout::rows);
-  EXPECT_EQ(preferred_layout(DType::q5_0, 4096), Layout::rows);  // Q5_0 has no panel kernel
   EXPECT_EQ(preferred_layout(DType::q8_0, 15), Layout::rows);  // not one whole panel
   IsaGuard guard;
   set_isa(Isa::avx2);
@@ -717,7 +714,10 @@ TEST(KernelLayout, PanelsArePreferredOnlyWhereAKernelUsesThem) {
   __builtin_cpu_init();
   const bool vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
   if (active_isa() == Isa::avx512) {  // the panel kernels need VNNI, which AVX-512 alone does not promise
-    EXPECT_EQ(preferred_layout(DType::q4_k, 4096) == Layout::panels16, vnni);
+    for (DType t : kAllTypes) {
+      if (!is_block_type(t)) continue;
+      EXPECT_EQ(preferred_layout(t, 4096) == Layout::panels16, vnni) << dtype_info(t).name;
+    }
   }
 #endif
   std::vector<uint8_t> w(34 * 16);

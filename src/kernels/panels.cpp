@@ -1,4 +1,5 @@
 // Layout::panels16: the stored blocks of 16 rows, rewritten and transposed unit by unit (see qmatmul.h).
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -17,26 +18,72 @@ void flip_q8_0(uint8_t* block) {
 }
 void as_stored(uint8_t*) {}
 
-// A run of 32 Q4_K quant bytes holds group A in its low nibbles and group B in its high ones.
-void regroup_q4k(uint8_t* block) {
-  for (uint8_t* q = block + 16; q < block + sizeof(BlockQ4K); q += 32) {
+// Each 32-byte run of Q4_K / Q5_K quant bytes (n of them at q) holds group A in its low nibbles
+// and group B in its high ones; the panel bytes hold A then B, each as Q4_0 holds a block.
+void regroup_runs(uint8_t* q, size_t n) {
+  for (uint8_t* run = q; run < q + 32 * n; run += 32) {
     uint8_t a[32], b[32];
-    for (size_t l = 0; l < 32; ++l) a[l] = q[l] & 0x0F, b[l] = q[l] >> 4;
+    for (size_t l = 0; l < 32; ++l) a[l] = run[l] & 0x0F, b[l] = run[l] >> 4;
     for (size_t t = 0; t < 16; ++t) {
-      q[t] = static_cast<uint8_t>(a[t] | a[16 + t] << 4);
-      q[16 + t] = static_cast<uint8_t>(b[t] | b[16 + t] << 4);
+      run[t] = static_cast<uint8_t>(a[t] | a[16 + t] << 4);
+      run[16 + t] = static_cast<uint8_t>(b[t] | b[16 + t] << 4);
     }
   }
 }
-void ungroup_q4k(uint8_t* block) {
-  for (uint8_t* q = block + 16; q < block + sizeof(BlockQ4K); q += 32) {
+void ungroup_runs(uint8_t* q, size_t n) {
+  for (uint8_t* run = q; run < q + 32 * n; run += 32) {
     uint8_t a[32], b[32];
     for (size_t t = 0; t < 16; ++t) {
-      a[t] = q[t] & 0x0F, a[16 + t] = q[t] >> 4;
-      b[t] = q[16 + t] & 0x0F, b[16 + t] = q[16 + t] >> 4;
+      a[t] = run[t] & 0x0F, a[16 + t] = run[t] >> 4;
+      b[t] = run[16 + t] & 0x0F, b[16 + t] = run[16 + t] >> 4;
     }
-    for (size_t l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(a[l] | b[l] << 4);
+    for (size_t l = 0; l < 32; ++l) run[l] = static_cast<uint8_t>(a[l] | b[l] << 4);
   }
+}
+void regroup_q4k(uint8_t* block) { regroup_runs(block + offsetof(BlockQ4K, qs), 4); }
+void ungroup_q4k(uint8_t* block) { ungroup_runs(block + offsetof(BlockQ4K, qs), 4); }
+
+// 32 fifth bits of a group of 32 (bit e = element e) as the panel's 4-byte unit: byte k, bit i =
+// element 4i + k, so that a kernel moves quad i's four bits to bit 4 of their bytes with one shift.
+uint32_t bits_to_panel(uint32_t bits) {
+  uint32_t out = 0;
+  for (uint32_t e = 0; e < 32; ++e) out |= ((bits >> e) & 1u) << (8 * (e % 4) + e / 4);
+  return out;
+}
+uint32_t bits_from_panel(uint32_t unit) {
+  uint32_t out = 0;
+  for (uint32_t e = 0; e < 32; ++e) out |= ((unit >> (8 * (e % 4) + e / 4)) & 1u) << e;
+  return out;
+}
+template <uint32_t (*kMap)(uint32_t), size_t kAt>
+void map_fifth_bits(uint8_t* block) {  // Q5_0 / Q5_1: the qh word at byte kAt
+  uint32_t w = 0;
+  std::memcpy(&w, block + kAt, 4);
+  w = kMap(w);
+  std::memcpy(block + kAt, &w, 4);
+}
+// Q5_K: qh[l] bit j is element l of group j; unit j of the panel bytes holds group j's 32 bits.
+void to_panel_q5k(uint8_t* block) {
+  uint8_t* qh = block + offsetof(BlockQ5K, qh);
+  uint32_t units[8] = {};
+  for (size_t j = 0; j < 8; ++j) {
+    uint32_t bits = 0;
+    for (uint32_t l = 0; l < 32; ++l) bits |= ((qh[l] >> j) & 1u) << l;
+    units[j] = bits_to_panel(bits);
+  }
+  std::memcpy(qh, units, sizeof(units));
+  regroup_runs(block + offsetof(BlockQ5K, qs), 4);
+}
+void from_panel_q5k(uint8_t* block) {
+  uint8_t* qh = block + offsetof(BlockQ5K, qh);
+  uint32_t units[8];
+  std::memcpy(units, qh, sizeof(units));
+  std::memset(qh, 0, 32);
+  for (size_t j = 0; j < 8; ++j) {
+    const uint32_t bits = bits_from_panel(units[j]);
+    for (uint32_t l = 0; l < 32; ++l) qh[l] = static_cast<uint8_t>(qh[l] | ((bits >> l) & 1u) << j);
+  }
+  ungroup_runs(block + offsetof(BlockQ5K, qs), 4);
 }
 
 // Q6_K: the 256 6-bit values, low nibbles and high pairs per 64 (see qmatmul.h).
@@ -80,10 +127,20 @@ void from_panel_q6k(uint8_t* block) {
   std::memcpy(block, &b, sizeof(b));
 }
 
-constexpr PanelFormat kQ8_0{sizeof(BlockQ8_0), {{2, 1}, {4, 8}, {0, 0}}, flip_q8_0, flip_q8_0};
-constexpr PanelFormat kQ4_0{sizeof(BlockQ4_0), {{2, 1}, {4, 4}, {0, 0}}, as_stored, as_stored};
-constexpr PanelFormat kQ4K{sizeof(BlockQ4K), {{4, 4}, {4, 32}, {0, 0}}, regroup_q4k, ungroup_q4k};
+constexpr PanelFormat kQ8_0{sizeof(BlockQ8_0), {{2, 1}, {4, 8}}, flip_q8_0, flip_q8_0};
+constexpr PanelFormat kQ4_0{sizeof(BlockQ4_0), {{2, 1}, {4, 4}}, as_stored, as_stored};
+constexpr PanelFormat kQ4_1{sizeof(BlockQ4_1), {{4, 1}, {4, 4}}, as_stored, as_stored};
+constexpr PanelFormat kQ5_0{sizeof(BlockQ5_0), {{2, 1}, {4, 1}, {4, 4}}, map_fifth_bits<bits_to_panel, 2>,
+                            map_fifth_bits<bits_from_panel, 2>};
+constexpr PanelFormat kQ5_1{sizeof(BlockQ5_1), {{4, 1}, {4, 1}, {4, 4}}, map_fifth_bits<bits_to_panel, 4>,
+                            map_fifth_bits<bits_from_panel, 4>};
+constexpr PanelFormat kIQ4NL{sizeof(BlockIQ4NL), {{2, 1}, {4, 4}}, as_stored, as_stored};
+constexpr PanelFormat kQ2K{sizeof(BlockQ2K), {{4, 4}, {4, 16}, {4, 1}}, as_stored, as_stored};
+constexpr PanelFormat kQ3K{sizeof(BlockQ3K), {{4, 8}, {4, 16}, {4, 3}, {2, 1}}, as_stored, as_stored};
+constexpr PanelFormat kQ4K{sizeof(BlockQ4K), {{4, 4}, {4, 32}}, regroup_q4k, ungroup_q4k};
+constexpr PanelFormat kQ5K{sizeof(BlockQ5K), {{4, 4}, {4, 8}, {4, 32}}, to_panel_q5k, from_panel_q5k};
 constexpr PanelFormat kQ6K{sizeof(BlockQ6K), {{2, 1}, {1, 16}, {4, 48}}, to_panel_q6k, from_panel_q6k};
+constexpr PanelFormat kIQ4XS{sizeof(BlockIQ4XS), {{4, 2}, {4, 32}}, as_stored, as_stored};
 
 // fn(packed_at, at, bytes) for each unit of row r's panel bytes: `bytes` bytes at offset `at` of
 // the row's panel bytes sit at offset packed_at of the panel block.
@@ -100,8 +157,16 @@ const PanelFormat* panel_format(DType type) {
   switch (type) {
     case DType::q8_0: return &kQ8_0;
     case DType::q4_0: return &kQ4_0;
+    case DType::q4_1: return &kQ4_1;
+    case DType::q5_0: return &kQ5_0;
+    case DType::q5_1: return &kQ5_1;
+    case DType::iq4_nl: return &kIQ4NL;
+    case DType::q2_k: return &kQ2K;
+    case DType::q3_k: return &kQ3K;
     case DType::q4_k: return &kQ4K;
+    case DType::q5_k: return &kQ5K;
     case DType::q6_k: return &kQ6K;
+    case DType::iq4_xs: return &kIQ4XS;
     default: return nullptr;
   }
 }

@@ -190,14 +190,13 @@ QFormat qformat(DType type) {
     case DType::q5_0: return {32, 16, false};
     case DType::q4_k: return {32, 0, true};
     case DType::q6_k: return {16, 32, false};
-    // scalar and AVX2 paths only so far
     case DType::q4_1: return {32, 0, true};
     case DType::q5_1: return {32, 0, true};
     case DType::q2_k: return {16, 0, true};
     case DType::q3_k: return {16, 4, false};
     case DType::q5_k: return {32, 0, true};
-    case DType::iq4_xs: return {32, 0, false};
-    case DType::iq4_nl: return {32, 0, false};
+    case DType::iq4_xs: return {32, 128, false};  // the levels + 128 (the AVX2 path multiplies them signed)
+    case DType::iq4_nl: return {32, 128, false};
     default: return {32, 0, false};
   }
 }

@@ -113,24 +113,33 @@ constexpr size_t kQRowTile = 32;
 // unit after unit, [row 0's unit][row 1's unit]...[row 15's unit].
 //
 // Panel bytes per type (units: header, then the quants in 4-byte units, so that unit k of the quants
-// is one 64-byte load holding 4 consecutive bytes of each of the 16 rows):
+// is one 64-byte load holding 4 consecutive bytes of each of the 16 rows). "As stored" types keep
+// their bytes; their quant units already hold 4 consecutive elements (or 4 elements of several
+// groups at different bit positions):
 //  Q8_0  d (one 2-byte unit); quants q ^ 0x80 (= q + 128, the unsigned bytes vpdpbusd multiplies):
 //        unit k = elements 4k..4k+3.
-//  Q4_0  d; the stored quants: unit k < 4 holds elements 4k.. in its low nibbles, 16 + 4k.. in its
-//        high nibbles.
+//  Q4_0, IQ4_NL  d; the stored quants: unit k < 4 holds elements 4k.. in its low nibbles, 16 + 4k..
+//        in its high nibbles. Q4_1: as Q4_0 with one 4-byte unit d|m.
+//  Q5_0, Q5_1  as Q4_0 / Q4_1, then qh as one unit rewritten so that its byte k, bit i is the fifth
+//        bit of element 4i + k.
 //  Q4_K  d|dmin, scales[0..3], scales[4..7], scales[8..11] (four 4-byte units); each 32-byte run of
 //        quants (groups A and B) regrouped as bytes 0..15 = A[t] | A[16 + t] << 4 and bytes 16..31 =
 //        B[t] | B[16 + t] << 4: group j's unit i holds elements 4i.. (low) and 16 + 4i.. (high).
+//  Q5_K  Q4_K's header, then qh as 8 units, unit j holding group j's fifth bits as Q5_0's unit, then
+//        the quants regrouped as Q4_K's.
 //  Q6_K  d (2-byte unit); scales (sixteen 1-byte units: one int8 per row and group of 16); then per
 //        64 elements e..e+63 of the super-block, 32 bytes of low nibbles (byte t: e + t low, e + 32 + t
 //        high) and 16 bytes of high 2-bit pairs (byte t: bits 2s..2s+1 = high bits of e + 16s + t).
+//  Q2_K  as stored: scales (4 units), qs (16 units), d|dmin (one unit).
+//  Q3_K  as stored: hmask (8 units), qs (16 units), scales (3 units), d (one 2-byte unit).
+//  IQ4_XS  as stored: d|scales_h, scales_l (two units), qs (32 units; group j = units 4j.. as Q4_0's).
 // Rows after the last whole panel stay in the stored format.
 constexpr size_t kPanelRows = 16;
 struct PanelFormat {
   size_t block_bytes;             // bytes of one stored block (one row)
   struct Segment {
     size_t unit, count;           // unit bytes, units
-  } segments[3];
+  } segments[4];
   void (*to_panel)(uint8_t* block);    // a stored block to its panel bytes, in place
   void (*from_panel)(uint8_t* block);  // and back
 };

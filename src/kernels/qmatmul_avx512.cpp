@@ -23,6 +23,7 @@
 #include "unpack_avx2.h"
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <climits>
 #include <cstdint>
@@ -60,7 +61,7 @@ AUTOGLM_VNNI inline __m512i nibbles32(const uint8_t* p) {
 
 struct ScaleSet {
   __m512 s[16];
-  __m512 m[8];
+  __m512 m[16];
 };
 
 // The 16 rows' dwords at byte `offset` of each row (row r at rows + r * stride).
@@ -514,6 +515,148 @@ struct PanelQ6K {
   }
 };
 
+// Quad i's fifth bits, from a unit of Q5_0's panel form (byte k, bit i = element 4i + k), at bit 4
+// of each byte.
+AUTOGLM_VNNI inline __m512i fifth_quad(const uint8_t* unit, size_t i) {
+  const __m512i v = _mm512_loadu_si512(unit);
+  const __m512i at4 = i <= 4 ? _mm512_slli_epi32(v, static_cast<unsigned>(4 - i))
+                             : _mm512_srli_epi32(v, static_cast<unsigned>(i - 4));
+  return _mm512_and_si512(at4, _mm512_set1_epi8(0x10));
+}
+// IQ4's levels + 128 (QFormat zero 128), looked up per nibble.
+AUTOGLM_VNNI inline __m512i iq4_quad(const uint8_t* units, size_t i) {
+  static constexpr std::array<uint8_t, 16> kLevels = [] {
+    std::array<uint8_t, 16> a{};
+    for (size_t k = 0; k < 16; ++k) a[k] = static_cast<uint8_t>(kIq4nl[k] + 128);
+    return a;
+  }();
+  const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kLevels.data())));
+  return _mm512_shuffle_epi8(table, nibble_quad(units, i));
+}
+// Bits `shift`, shift + 1 of each byte (Q2_K / Q3_K's 2-bit quants) as 0..3.
+AUTOGLM_VNNI inline __m512i two_bit_quad(const uint8_t* unit, size_t shift) {
+  return _mm512_and_si512(_mm512_srli_epi16(_mm512_loadu_si512(unit), static_cast<unsigned>(shift)),
+                          _mm512_set1_epi8(0x03));
+}
+
+struct PanelQ4_1 {
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ4_1) * kRows;
+  static constexpr bool kMin = true, kCorr = false, kNibbles = true;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    const __m512i dm = _mm512_loadu_si512(block);
+    set.s[0] = halves(dm, 0), set.m[0] = halves(dm, 16);
+  }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) { return nibble_quad(block + 64, i); }
+  AUTOGLM_VNNI static __m512i quad_in_place(const uint8_t* block, size_t, size_t i) {
+    return nibble_quad_in_place(block + 64, i);
+  }
+};
+
+struct PanelQ5_0 {
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ5_0) * kRows;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
+    return _mm512_or_si512(nibble_quad(block + 96, i), fifth_quad(block + 32, i));
+  }
+};
+
+struct PanelQ5_1 {
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockQ5_1) * kRows;
+  static constexpr bool kMin = true, kCorr = false, kNibbles = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { PanelQ4_1::scales(block, set); }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) {
+    return _mm512_or_si512(nibble_quad(block + 128, i), fifth_quad(block + 64, i));
+  }
+};
+
+struct PanelIQ4NL {
+  static constexpr size_t kGroups = 1, kGroupSize = 32, kBlockBytes = sizeof(BlockIQ4NL) * kRows;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { set.s[0] = _mm512_cvtph_ps(load32(block)); }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t, size_t i) { return iq4_quad(block + 32, i); }
+};
+
+struct PanelQ5K {
+  static constexpr size_t kGroups = 8, kGroupSize = 32, kBlockBytes = sizeof(BlockQ5K) * kRows;
+  static constexpr bool kMin = true, kCorr = false, kNibbles = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) { PanelQ4K::scales(block, set); }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
+    return _mm512_or_si512(nibble_quad(block + 768 + 256 * j, i), fifth_quad(block + 256 + 64 * j, i));
+  }
+};
+
+struct PanelIQ4XS {
+  static constexpr size_t kGroups = 8, kGroupSize = 32, kBlockBytes = sizeof(BlockIQ4XS) * kRows;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
+  // ls_j = nibble j of scales_l (bits 4j..) | bits 2j.. of scales_h << 4; s_j = d * (ls_j - 32)
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    const __m512i dh = _mm512_loadu_si512(block), low = _mm512_loadu_si512(block + 64);
+    const __m512 d = halves(dh, 0);
+    const __m512i high = _mm512_srli_epi32(dh, 16);
+    for (unsigned j = 0; j < 8; ++j) {
+      const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(low, 4 * j), _mm512_set1_epi32(0xF));
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(high, 2 * j), _mm512_set1_epi32(3));
+      const __m512i ls = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)), _mm512_set1_epi32(32));
+      set.s[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(ls));
+    }
+  }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) { return iq4_quad(block + 128 + 256 * j, i); }
+};
+
+// Group j of Q2_K / Q3_K (h = j / 8, p = j % 2, s = (j % 8) / 2): its quad i is bits 2s of qs unit
+// 8h + 4p + i (blocks.h's group_of).
+constexpr size_t two_bit_unit(size_t j, size_t i) { return 8 * (j / 8) + 4 * (j % 2) + i; }
+constexpr size_t two_bit_shift(size_t j) { return 2 * ((j % 8) / 2); }
+
+struct PanelQ2K {
+  static constexpr size_t kGroups = 16, kGroupSize = 16, kBlockBytes = sizeof(BlockQ2K) * kRows;
+  static constexpr bool kMin = true, kCorr = false, kNibbles = false;
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    const __m512i dd = _mm512_loadu_si512(block + 1280);
+    const __m512 d = halves(dd, 0), dmin = halves(dd, 16);
+    for (unsigned w = 0; w < 4; ++w) {
+      const __m512i v = _mm512_loadu_si512(block + 64 * w);
+      for (unsigned k = 0; k < 4; ++k) {
+        const __m512i sc = _mm512_srli_epi32(v, 8 * k);
+        set.s[4 * w + k] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(0xF))));
+        set.m[4 * w + k] = negate(_mm512_mul_ps(
+            dmin, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(sc, 4), _mm512_set1_epi32(0xF)))));
+      }
+    }
+  }
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
+    return two_bit_quad(block + 256 + 64 * two_bit_unit(j, i), two_bit_shift(j));
+  }
+};
+
+struct PanelQ3K {
+  static constexpr size_t kGroups = 16, kGroupSize = 16, kBlockBytes = sizeof(BlockQ3K) * kRows;
+  static constexpr bool kMin = false, kCorr = true, kNibbles = false;
+  // sc_j = nibble j / 8 of scales[j % 8] | bits 2 (j / 4) of scales[8 + j % 4] << 4; s_j = d * (sc_j - 32)
+  AUTOGLM_VNNI static void scales(const uint8_t* block, ScaleSet& set) {
+    const __m512 d = _mm512_cvtph_ps(load32(block + 1728));
+    const __m512i w[3] = {_mm512_loadu_si512(block + 1536), _mm512_loadu_si512(block + 1600),
+                          _mm512_loadu_si512(block + 1664)};
+    for (unsigned j = 0; j < 16; ++j) {
+      const unsigned b = j % 8;
+      const __m512i lo = _mm512_and_si512(_mm512_srli_epi32(w[b / 4], 8 * (b % 4) + 4 * (j / 8)), _mm512_set1_epi32(0xF));
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi32(w[2], 8 * (j % 4) + 2 * (j / 4)), _mm512_set1_epi32(3));
+      const __m512i sc = _mm512_sub_epi32(_mm512_or_si512(lo, _mm512_slli_epi32(hi, 4)), _mm512_set1_epi32(32));
+      set.s[j] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+    }
+  }
+  // u = the 2 bits | bit 4h + s of hmask unit 4p + i at bit 2 (QFormat zero 4)
+  AUTOGLM_VNNI static __m512i quad(const uint8_t* block, size_t j, size_t i) {
+    const size_t bit = 4 * (j / 8) + (j % 8) / 2;
+    const __m512i h = _mm512_loadu_si512(block + 64 * (4 * (j % 2) + i));
+    const __m512i at2 = bit >= 2 ? _mm512_srli_epi16(h, static_cast<unsigned>(bit - 2))
+                                 : _mm512_slli_epi16(h, static_cast<unsigned>(2 - bit));
+    return _mm512_or_si512(two_bit_quad(block + 512 + 64 * two_bit_unit(j, i), two_bit_shift(j)),
+                           _mm512_and_si512(at2, _mm512_set1_epi8(0x04)));
+  }
+};
+
 // P panels (rows r0..r0+16P-1) times vectors b0..b0+B-1. Each group prefetches its share of the
 // panels `ahead` bytes on.
 template <class F, size_t P, size_t B>
@@ -566,8 +709,10 @@ AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0, size_t ahea
       for (size_t p = 0; p < P; ++p)
         for (size_t b = 0; b < B; ++b) {
           const size_t v = b0 + b;
-          acc[p][b] = apply_group<F::kMin, F::kCorr>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j], a.dx_row(v)[ab],
-                                           F::kMin ? set[p].m[j % 8] : set[p].s[j], a.t_row(v)[ab]);
+          // an offset's sum: the activation block's, or its half's for a group of 16 (Q2_K)
+          const float t = !F::kMin ? 0.0f : F::kGroupSize == kActBlock ? a.t_row(v)[ab] : a.t16_row(v)[gi];
+          acc[p][b] = apply_group<F::kMin, F::kCorr>(acc[p][b], isum[0][p][b], a.corr_row(v)[gi], set[p].s[j],
+                                                     a.dx_row(v)[ab], F::kMin ? set[p].m[j] : set[p].s[j], t);
         }
     }
   }
@@ -602,14 +747,17 @@ AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
   }
 }
 
+// The stored-format rows after the last whole panel, for types without a stored-layout kernel here.
+void stored_rows_avx2(const QJob& job, size_t r0, size_t r1) { qrows_avx2(job.type)(job, r0, r1); }
+
 // Rows [r0, r1) of a panels16 matrix: whole panels two at a time, then the stored-format tail.
-template <class F, class U>
+template <class F, QRows kTail>
 AUTOGLM_VNNI void packed_rows(const QJob& job, size_t r0, size_t r1) {
   const size_t full = std::min(r1, job.rows / kRows * kRows);
   size_t r = r0;
   for (; r + 2 * kRows <= full; r += 2 * kRows) packed_panels<F, 2>(job, r);
   if (r < full) packed_panels<F, 1>(job, r), r += kRows;
-  if (r < r1) rows<U>(job, r, r1);
+  if (r < r1) kTail(job, r, r1);
 }
 
 // quantize_block_scalar with 16 lanes: max_ps(|x|, amax) keeps amax when |x| is NaN, as std::max
@@ -659,12 +807,20 @@ QRows qrows_avx512(DType type) {
 }
 
 QRows qrows_panels_avx512(DType type) {
-  if (!qrows_avx512(type)) return nullptr;
+  if (!qrows_avx512(DType::q8_0)) return nullptr;  // no VNNI
   switch (type) {
-    case DType::q8_0: return packed_rows<PanelQ8_0, Q8_0>;
-    case DType::q4_0: return packed_rows<PanelQ4_0, Q4_0>;
-    case DType::q4_k: return packed_rows<PanelQ4K, Q4K>;
-    case DType::q6_k: return packed_rows<PanelQ6K, Q6K>;
+    case DType::q8_0: return packed_rows<PanelQ8_0, rows<Q8_0>>;
+    case DType::q4_0: return packed_rows<PanelQ4_0, rows<Q4_0>>;
+    case DType::q5_0: return packed_rows<PanelQ5_0, rows<Q5_0>>;
+    case DType::q4_k: return packed_rows<PanelQ4K, rows<Q4K>>;
+    case DType::q6_k: return packed_rows<PanelQ6K, rows<Q6K>>;
+    case DType::q4_1: return packed_rows<PanelQ4_1, stored_rows_avx2>;
+    case DType::q5_1: return packed_rows<PanelQ5_1, stored_rows_avx2>;
+    case DType::iq4_nl: return packed_rows<PanelIQ4NL, stored_rows_avx2>;
+    case DType::q2_k: return packed_rows<PanelQ2K, stored_rows_avx2>;
+    case DType::q3_k: return packed_rows<PanelQ3K, stored_rows_avx2>;
+    case DType::q5_k: return packed_rows<PanelQ5K, stored_rows_avx2>;
+    case DType::iq4_xs: return packed_rows<PanelIQ4XS, stored_rows_avx2>;
     default: return nullptr;
   }
 }

@@ -55,7 +55,7 @@ std::vector<uint8_t> random_stored(DType type, size_t rows, size_t cols, std::mt
 // whole super-blocks (the 9B's ffn_down, 13696 columns) falls back to Q8_0, as llama.cpp falls back
 // to Q5_0/Q8_0 (we have no Q5_0).
 DType type_for(DType target, const std::string& gguf_name, size_t layers, size_t cols) {
-  const DType t = autoglm::model::recipe_type(target, gguf_name, static_cast<uint32_t>(layers), false, cols);
+  const DType t = autoglm::model::recipe_type(target, gguf_name, {static_cast<uint32_t>(layers), false, 1}, cols);
   return cuda::supports(t) ? t : DType::q8_0;
 }
 

@@ -570,9 +570,15 @@ TEST_P(KernelProduct, EdgeWeightBlocksAgreeWithTheDefinition) {
         set_isa(Isa::scalar);
         matmul(type_, w.data(), rows, cols, x.data(), 3, scalar.data(), nullptr);
       }
+      // and through the panel kernels (or their unpacking fallback)
+      std::vector<uint8_t> packed = w;
+      pack_weights(type_, Layout::panels16, packed.data(), rows, cols);
+      std::vector<float> panels(3 * rows);
+      matmul(type_, Layout::panels16, packed.data(), rows, cols, x.data(), 3, panels.data(), nullptr);
       const Reference ref = reference_matmul(type_, w, rows, cols, x, 3);
       for (size_t i = 0; i < y.size(); ++i) {
         ASSERT_EQ(bits(y[i]), bits(scalar[i])) << "fill " << int(fill) << " scale " << scale << " output " << i;
+        ASSERT_EQ(bits(panels[i]), bits(scalar[i])) << "panels, fill " << int(fill) << " scale " << scale << " output " << i;
         if (fill == 0) {
           ASSERT_EQ(y[i], 0.0f) << "all-zero blocks give 0, output " << i;
         }

@@ -153,7 +153,8 @@ TEST(QuantizeRoundTrip, QuantizedFloatFixturesStayWithinTolerances) {
 }
 
 // Our Q4_0 / Q4_K_M / Q8_0 of the f32 fixture against llama.cpp's quantize of the same file, and our
-// Q5_K_M / Q4_1 / Q5_1 of the F16 fixture (what llama.cpp made those from; the README).
+// Q5_K_M / Q4_1 / Q5_1 / Q3_K_M / IQ4_XS / Q2_K of the F16 fixture (what llama.cpp made those from;
+// the README): the same type for every tensor, and the same bytes.
 TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
   AUTOGLM_REQUIRE_FIXTURES();
   test::TempDir tmp;
@@ -169,6 +170,9 @@ TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
   cases.push_back({"glm4", "Q5_K_M", "F16", DType::q5_k});
   cases.push_back({"llama", "Q4_1", "F16", DType::q4_1});
   cases.push_back({"llama", "Q5_1", "F16", DType::q5_1});
+  cases.push_back({"glm4", "Q3_K_M", "F16", DType::q3_k});
+  cases.push_back({"glm4", "IQ4_XS", "F16", DType::iq4_xs});
+  cases.push_back({"llama", "Q2_K", "F16", DType::q2_k});
   for (const auto& [arch, name, source, type] : cases) {
     {
       const fs::path out = tmp / (arch + name + ".gguf");
@@ -185,6 +189,45 @@ TEST(QuantizeRoundTrip, TensorTypesAndBytesAgreeWithLlamaCpp) {
       EXPECT_EQ(c.same_bytes, c.total) << arch << " " << name << " differ:" << differing;
     }
   }
+}
+
+// The mixes where the fixtures cannot tell (2 layers, 2 query heads per KV head): a GLM-4-9B-like
+// shape of 40 layers, 32 heads over 2 KV heads (n_gqa 16) and ffn_down rows of 288 (not whole
+// super-blocks). The expectations are what llama.cpp's llama-quantize wrote for a random F16 model
+// of that shape (0c1e570, 2026-12-04; our files matched all 523 tensors, types and bytes).
+TEST(QuantizeRecipe, MixesFollowLlamaCppOnADeepGqaModel) {
+  const model::RecipeModel m = model::recipe_model(40, false, 32, 2);
+  EXPECT_EQ(m.n_gqa, 16u);
+  auto type = [&](DType target, const std::string& part, uint32_t layer) {
+    const uint64_t cols = part == "ffn_down" ? 288 : 256;
+    return model::recipe_type(target, "blk." + std::to_string(layer) + "." + part + ".weight", m, cols);
+  };
+  for (DType target : {DType::q3_k, DType::q2_k, DType::iq4_xs}) {
+    EXPECT_EQ(model::recipe_type(target, "output.weight", m, 256), DType::q6_k);
+    EXPECT_EQ(model::recipe_type(target, "token_embd.weight", m, 256), target);
+    EXPECT_EQ(type(target, "attn_q", 7), target);
+    EXPECT_EQ(type(target, "ffn_up", 7), target);
+  }
+  for (uint32_t l : {0u, 1u, 2u, 3u, 4u, 5u, 39u}) {
+    // Q3_K_M: attn_v Q5_K in layers 0-1; ffn_down Q5_K in the first 40/16 = 2 layers (-> Q5_1 at
+    // 288 columns), Q4_K after (-> Q5_0); attn_output Q4_K
+    EXPECT_EQ(type(DType::q3_k, "attn_v", l), l < 2 ? DType::q5_k : DType::q4_k) << l;
+    EXPECT_EQ(type(DType::q3_k, "ffn_down", l), l < 2 ? DType::q5_1 : DType::q5_0) << l;
+    EXPECT_EQ(type(DType::q3_k, "attn_output", l), DType::q4_k) << l;
+    // Q2_K: attn_v Q4_K (n_gqa >= 4), ffn_down Q3_K (-> Q4_0), attn_output Q3_K
+    EXPECT_EQ(type(DType::q2_k, "attn_v", l), DType::q4_k) << l;
+    EXPECT_EQ(type(DType::q2_k, "ffn_down", l), DType::q4_0) << l;
+    EXPECT_EQ(type(DType::q2_k, "attn_output", l), DType::q3_k) << l;
+    // IQ4_XS: attn_v Q5_K (n_gqa >= 4), ffn_down Q5_K in the first 40/8 = 5 layers (-> Q5_1), else
+    // IQ4_XS (-> IQ4_NL)
+    EXPECT_EQ(type(DType::iq4_xs, "attn_v", l), DType::q5_k) << l;
+    EXPECT_EQ(type(DType::iq4_xs, "ffn_down", l), l < 5 ? DType::q5_1 : DType::iq4_nl) << l;
+    EXPECT_EQ(type(DType::iq4_xs, "attn_output", l), DType::iq4_xs) << l;
+  }
+  // with fewer query heads per KV head, Q2_K's attn_v is Q3_K and IQ4_XS's stays IQ4_XS
+  const model::RecipeModel narrow = model::recipe_model(40, false, 32, 16);
+  EXPECT_EQ(model::recipe_type(DType::q2_k, "blk.3.attn_v.weight", narrow, 256), DType::q3_k);
+  EXPECT_EQ(model::recipe_type(DType::iq4_xs, "blk.3.attn_v.weight", narrow, 256), DType::iq4_xs);
 }
 
 // Metadata is copied in order, file_type and quantization_version set anew at the end.

@@ -16,11 +16,15 @@
 
 namespace autoglm::model {
 
-// "q8_0", "q4_0", "q4_k" (Q4_K_M), "f16", "bf16", "f32" (case-insensitive); nullopt otherwise.
+// The targets `quantize --type` takes, as its help and errors list them.
+constexpr const char* kQuantizeTypes =
+    "q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), q3_k (Q3_K_M), q2_k, iq4_xs, f16, bf16 or f32";
+
+// One of kQuantizeTypes (case-insensitive; "q4_k_m", "q5_k_m", "q3_k_m" too); nullopt otherwise.
 std::optional<kernels::DType> parse_quantize_type(std::string_view name);
 
-// llama.cpp's general.file_type (enum llama_ftype) for a target: 7 Q8_0, 2 Q4_0, 15 Q4_K_M (q4_k),
-// 1 F16, 32 BF16, 0 F32.
+// llama.cpp's general.file_type (enum llama_ftype) for a target: 7 Q8_0, 2 Q4_0, 3 Q4_1, 9 Q5_1,
+// 15 Q4_K_M (q4_k), 17 Q5_K_M (q5_k), 12 Q3_K_M (q3_k), 10 Q2_K, 30 IQ4_XS, 1 F16, 32 BF16, 0 F32.
 uint32_t quantize_file_type(kernels::DType target);
 
 struct QuantizeOptions {

@@ -23,7 +23,7 @@ struct QuantizeArgs {
 
 int run_quantize(const QuantizeArgs& a) {
   const auto type = model::parse_quantize_type(a.type);
-  if (!type) throw Error(kExitUsage, fmt::format("--type: unknown '{}' (use q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32)", a.type));
+  if (!type) throw Error(kExitUsage, fmt::format("--type: unknown '{}' (use {})", a.type, model::kQuantizeTypes));
   model::QuantizeOptions o;
   o.type = *type;
   o.allow_requantize = a.allow_requantize;
@@ -54,11 +54,13 @@ void add_quantize_command(CLI::App& app, Runner& run) {
       "Examples:\n"
       "  autoglm-deploy quantize ./GLM-4-9B-0414 glm-4-9b-Q4_K_M.gguf --type q4_k\n"
       "  autoglm-deploy quantize model-F16.gguf model-Q8_0.gguf --type q8_0\n\n"
-      "Types: q8_0, q4_0, q4_k (llama.cpp's Q4_K_M recipe), f16, bf16, f32. The output is readable by llama.cpp.");
+      "Types: q8_0, q4_0, q4_1, q5_1; q4_k, q5_k, q3_k (llama.cpp's Q4_K_M, Q5_K_M and Q3_K_M recipes), q2_k,\n"
+      "iq4_xs; f16, bf16, f32. Tensors get the types llama.cpp's quantize gives them without an importance\n"
+      "matrix, and the output is readable by llama.cpp.");
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("IN", a->in, "GGUF file or Hugging Face folder (config.json + *.safetensors)")->required();
   cmd->add_option("OUT", a->out, "Output GGUF file")->required();
-  cmd->add_option("--type,-t", a->type, "q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32")->required();
+  cmd->add_option("--type,-t", a->type, model::kQuantizeTypes)->required();
   cmd->add_flag("--allow-requantize", a->allow_requantize,
                 "Allow already-quantized input tensors to be dequantized and quantized again (quality drops)");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all)");

@@ -286,7 +286,7 @@ class ModelBuilder {
       fail(fmt::format("{}: tensor '{}': rows of {} elements are not whole {} blocks", t.file, t.name, cols, info.name));
     Matrix mat{info.type, rows, cols, t.data, name};
     if (!quant_ || info.block_size != 1) return mat;  // as stored, or already quantized
-    const kernels::DType to = recipe_type(*quant_, name, m_.config.n_layers, m_.config.tied_embeddings, cols);
+    const kernels::DType to = recipe_type(*quant_, name, recipe_model(m_.config.n_layers, m_.config.tied_embeddings, m_.config.n_heads, m_.config.n_kv_heads), cols);
     return to == info.type ? mat : quantized(mat, to);
   }
 

@@ -5,14 +5,6 @@
 namespace autoglm::model {
 namespace {
 
-// The targets whose output projection llama.cpp keeps at Q6_K (the 4- and 5-bit ones).
-bool keeps_output_at_q6_k(kernels::DType t) {
-  using kernels::DType;
-  return t == DType::q4_0 || t == DType::q4_1 || t == DType::q5_1 || t == DType::q4_k || t == DType::q5_k;
-}
-// The K-quant mixes (Q4_K_M, Q5_K_M): use_more_bits() layers' attn_v and ffn_down at Q6_K as well.
-bool k_mix(kernels::DType t) { return t == kernels::DType::q4_k || t == kernels::DType::q5_k; }
-
 // "blk.12.attn_v.weight" -> 12 and "attn_v.weight"; false for names outside a block.
 bool split_block_name(const std::string& name, uint32_t& layer, std::string& part) {
   if (name.rfind("blk.", 0) != 0) return false;
@@ -25,18 +17,39 @@ bool split_block_name(const std::string& name, uint32_t& layer, std::string& par
 }
 
 // The recipe by name alone, before fit_columns.
-kernels::DType recipe_type_of_name(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied) {
-  if (!keeps_output_at_q6_k(target)) return target;
-  if (gguf_name == "output.weight" || (tied && gguf_name == "token_embd.weight")) return kernels::DType::q6_k;
+kernels::DType recipe_type_of_name(kernels::DType target, const std::string& gguf_name, const RecipeModel& m) {
+  using kernels::DType;
+  if (kernels::dtype_info(target).block_size == 1 || target == DType::q8_0) return target;
+  if (gguf_name == "output.weight" || (m.tied && gguf_name == "token_embd.weight")) return DType::q6_k;
   uint32_t layer = 0;
   std::string part;
-  if (k_mix(target) && split_block_name(gguf_name, layer, part) &&
-      (part == "attn_v.weight" || part == "ffn_down.weight") && use_more_bits(layer, n_layers))
-    return kernels::DType::q6_k;
-  return target;
+  if (!split_block_name(gguf_name, layer, part)) return target;
+  const uint32_t n = m.n_layers;
+  const bool v = part == "attn_v.weight", down = part == "ffn_down.weight", out = part == "attn_output.weight";
+  switch (target) {
+    case DType::q4_k:
+    case DType::q5_k:
+      return (v || down) && use_more_bits(layer, n) ? DType::q6_k : target;
+    case DType::q3_k:
+      if (v) return layer < 2 ? DType::q5_k : DType::q4_k;
+      if (down) return layer < n / 16 ? DType::q5_k : DType::q4_k;
+      return out ? DType::q4_k : target;
+    case DType::q2_k:
+      if (v) return m.n_gqa >= 4 ? DType::q4_k : DType::q3_k;
+      return down || out ? DType::q3_k : target;
+    case DType::iq4_xs:
+      if (v && m.n_gqa >= 4) return DType::q5_k;
+      return down && layer < n / 8 ? DType::q5_k : target;
+    default:
+      return target;
+  }
 }
 
 }  // namespace
+
+RecipeModel recipe_model(uint32_t n_layers, bool tied, uint32_t n_heads, uint32_t n_kv_heads) {
+  return {n_layers, tied, n_heads && n_kv_heads ? n_heads / n_kv_heads : 1};
+}
 
 bool use_more_bits(uint32_t layer, uint32_t n_layers) {
   return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
@@ -55,9 +68,9 @@ kernels::DType fit_columns(kernels::DType type, uint64_t cols) {
   return fits(fallback) ? fallback : DType::f16;
 }
 
-kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, uint32_t n_layers, bool tied,
+kernels::DType recipe_type(kernels::DType target, const std::string& gguf_name, const RecipeModel& model,
                            uint64_t cols) {
-  return fit_columns(recipe_type_of_name(target, gguf_name, n_layers, tied), cols);
+  return fit_columns(recipe_type_of_name(target, gguf_name, model), cols);
 }
 
 }  // namespace autoglm::model

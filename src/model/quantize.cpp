@@ -90,10 +90,10 @@ std::string type_name(uint32_t type) {
 
 // The type a tensor is written as: matrices by the recipe, vectors as F32 (kept if not float).
 DType target_type(const QuantizeOptions& o, const std::string& name, const std::vector<uint64_t>& dims, uint32_t src,
-                  uint32_t n_layers, bool tied) {
+                  const RecipeModel& model) {
   const size_t n_dims = dims.size();
   const uint64_t cols = n_dims ? dims[0] : 0;
-  if (n_dims >= 2) return recipe_type(o.type, name, n_layers, tied, cols);
+  if (n_dims >= 2) return recipe_type(o.type, name, model, cols);
   return is_float(src) ? DType::f32 : static_cast<DType>(src);
 }
 
@@ -179,6 +179,13 @@ void copy_value(gguf::Writer& w, const std::string& key, const gguf::Value& v) {
   }
 }
 
+// A head count of the GGUF's metadata; 0 when absent or not a plain number (llama.cpp also allows a
+// per-layer array, which the recipe then ignores).
+uint32_t head_count(const gguf::File& f, const std::string& key) {
+  const auto v = f.get_int(key);
+  return v && *v > 0 && *v <= UINT32_MAX ? static_cast<uint32_t>(*v) : 0;
+}
+
 std::vector<Job> plan_gguf(const gguf::File& f, const uint8_t* base, const QuantizeOptions& o, gguf::Writer& w) {
   const auto arch = f.get_string("general.architecture");
   if (!arch) fail(f.path.string() + ": missing 'general.architecture' — not a model GGUF");
@@ -188,9 +195,11 @@ std::vector<Job> plan_gguf(const gguf::File& f, const uint8_t* base, const Quant
     if (key != "general.file_type" && key != "general.quantization_version") copy_value(w, key, value);
   const auto n_layers = static_cast<uint32_t>(f.get_int(*arch + ".block_count").value_or(0));
   const bool tied = f.find_tensor("output.weight") == nullptr;
+  const RecipeModel model = recipe_model(n_layers, tied, head_count(f, *arch + ".attention.head_count"),
+                                         head_count(f, *arch + ".attention.head_count_kv"));
   std::vector<Job> jobs;
   for (const gguf::TensorInfo& t : f.tensors) {
-    const DType dst = target_type(o, t.name, t.dims, t.type, n_layers, tied);
+    const DType dst = target_type(o, t.name, t.dims, t.type, model);
     jobs.push_back({t.name, f.path.string(), t.dims, t.type, base + f.data_offset + t.offset, dst, 0});
   }
   return jobs;
@@ -382,7 +391,7 @@ HfInput plan_hf(const fs::path& folder, const QuantizeOptions& o, gguf::Writer& 
       in.jobs.push_back(std::move(j));
     }
   }
-  for (Job& j : in.jobs) j.dst = target_type(o, j.name, j.dims, j.src_type, s.n_layers, !has_output);
+  for (Job& j : in.jobs) j.dst = target_type(o, j.name, j.dims, j.src_type, recipe_model(s.n_layers, !has_output, s.n_heads, s.n_kv_heads));
   std::sort(in.jobs.begin(), in.jobs.end(), gguf_order);
   return in;
 }
@@ -403,6 +412,9 @@ std::optional<DType> parse_quantize_type(std::string_view name) {
   if (n == "q5_1") return DType::q5_1;
   if (n == "q4_k" || n == "q4_k_m") return DType::q4_k;
   if (n == "q5_k" || n == "q5_k_m") return DType::q5_k;
+  if (n == "q3_k" || n == "q3_k_m") return DType::q3_k;
+  if (n == "q2_k") return DType::q2_k;
+  if (n == "iq4_xs") return DType::iq4_xs;
   if (n == "f16") return DType::f16;
   if (n == "bf16") return DType::bf16;
   if (n == "f32") return DType::f32;
@@ -440,8 +452,7 @@ QuantizeResult quantize_model(const fs::path& in, const fs::path& out, const Qua
   std::error_code ec;
   if (!fs::exists(in, ec)) usage(fmt::format("{}: no such file or folder", in.string()));
   if (!parse_quantize_type(kernels::dtype_info(o.type).name))
-    usage(fmt::format("unsupported target type {} (use q8_0, q4_0, q4_1, q5_1, q4_k (Q4_K_M), q5_k (Q5_K_M), f16, bf16 or f32)",
-                      kernels::dtype_info(o.type).name));
+    usage(fmt::format("unsupported target type {} (use {})", kernels::dtype_info(o.type).name, kQuantizeTypes));
   gguf::Writer w;
   QuantizeResult result;
   std::vector<Job> jobs;

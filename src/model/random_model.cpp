@@ -103,7 +103,7 @@ void check_spec(const RandomModelSpec& s) {
 
 // The type of a 2-D weight: weight_type, or the project's Q4_K_M recipe (the one our quantizer uses).
 DType matrix_type(const RandomModelSpec& s, const std::string& name, uint64_t cols) {
-  return s.q4_k_m_mix ? recipe_type(DType::q4_k, name, s.n_layers, s.tied_embeddings, cols) : s.weight_type;
+  return s.q4_k_m_mix ? recipe_type(DType::q4_k, name, recipe_model(s.n_layers, s.tied_embeddings, s.n_heads, s.n_kv_heads), cols) : s.weight_type;
 }
 
 TensorPlan matrix(const RandomModelSpec& s, std::string name, uint64_t ne0, uint64_t ne1) {

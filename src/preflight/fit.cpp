@@ -72,7 +72,7 @@ uint64_t matrix_bytes(const model::ModelShape& shape, const model::TensorSize& t
     return bytes_for(t.n_elements, q6k ? kQ6K : info(q));
   }
   const kernels::DType type =
-      model::recipe_type(dtype_of(q), t.gguf_name, shape.n_layers, shape.tied_embeddings, t.cols);
+      model::recipe_type(dtype_of(q), t.gguf_name, model::recipe_model(shape.n_layers, shape.tied_embeddings, shape.n_heads, shape.n_kv_heads), t.cols);
   return t.n_elements / t.cols * kernels::row_bytes(type, t.cols);
 }
 

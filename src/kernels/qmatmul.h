@@ -151,6 +151,10 @@ void unpack_panel(const PanelFormat& f, const uint8_t* src, size_t stride, uint8
 // Rows [r0, r1) of a panels16 matrix (r0 a multiple of 16; rows of the stored-format tail included).
 QRows qrows_panels_avx512(DType type);  // nullptr without VNNI or for a type without panels
 
+// AMX-INT8 as well as amx_available() (the panel kernels' products of 16 vectors at a time; set_amx
+// switches both).
+bool amx_int8_available();
+
 // ---- Layout::tiles_bf16 (tiles_amx.cpp) ----
 void matmul_tiles_bf16(const void* w, size_t rows, size_t cols, const float* x, size_t batch, float* y,
                        ThreadPool* pool);

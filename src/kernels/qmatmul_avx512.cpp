@@ -721,19 +721,19 @@ AUTOGLM_VNNI void packed_tile(const QJob& job, size_t r0, size_t b0, size_t ahea
 }
 
 template <class F, size_t P>
-AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
+AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0, size_t b_begin = 0) {
   // 2 panels x 6 vectors: 12 integer + 12 float accumulators. The nibble types also hold their
   // masks and unpacked quads: at 6 (or 5) vectors they spill, and run at 0.55-0.7x of 4 vectors
   // (bench_kernels matmul Q4_0/Q4_K at batch 16 and 64; Q8_0 and Q6_K are best at 6).
   constexpr size_t kB = F::kNibbles ? 4 : 6;
   const size_t batch = job.acts->batch;
   // as few tiles as kB allows, of sizes as equal as possible (8 = 4 + 4, not 6 + 2)
-  const size_t tiles = (batch + kB - 1) / kB;
+  const size_t tiles = (batch - b_begin + kB - 1) / kB;
   // The first tile streams these panels from memory a little ahead of its loads; the later ones
   // read them from cache and fetch the next panels meanwhile, so the memory keeps busy while they
   // compute (with 4 + 4 vectors, the first tile alone otherwise waits on memory at twice the rate).
   const size_t next_panels = P * kRows * job.stride;
-  for (size_t t = 0, b = 0; t < tiles; ++t) {
+  for (size_t t = 0, b = b_begin; t < tiles; ++t) {
     const size_t n = (batch - b) / (tiles - t), ahead = t == 0 ? kPrefetchAhead : next_panels;
     switch (n) {
       case 6: packed_tile<F, P, 6>(job, r0, b, ahead); break;
@@ -747,14 +747,174 @@ AUTOGLM_VNNI void packed_panels(const QJob& job, size_t r0) {
   }
 }
 
+// ---------------------------------------------------------------- panels on AMX-INT8 tiles
+//
+// From 16 vectors on, where the CPU has AMX-INT8: each panel's groups are unpacked once into AMX's
+// B layout ([quad][row][4] bytes, what F::quad gives) with their scales, and reused by every 16
+// vectors. Per group, one tile product C (16 vectors x 16 rows, int32) = A (the 16 vectors' int8
+// activations of the group) . B (tdpbsud: signed activations, unsigned weights) gives all the
+// group's integer sums; the float steps then run on C's rows in group order, as on every path.
+
+#define AUTOGLM_AMX_INT8 \
+  __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+constexpr size_t kTileVectors = 16;
+
+struct TileConfig {  // ldtilecfg's 64 bytes, palette 1
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Two sets of tiles, for two groups in flight: A in tiles 0 and 3 (16 vectors x `group` bytes), B
+// in 1 and 4 (group / 4 rows of 16 x 4 bytes), C in 2 and 5 (16 x 16 int32).
+AUTOGLM_AMX_INT8 void configure_int8_tiles(size_t group) {
+  TileConfig cfg;
+  for (size_t set = 0; set < 2; ++set) {
+    cfg.rows[3 * set] = kTileVectors, cfg.colsb[3 * set] = static_cast<uint16_t>(group);
+    cfg.rows[3 * set + 1] = static_cast<uint8_t>(group / 4), cfg.colsb[3 * set + 1] = 64;
+    cfg.rows[3 * set + 2] = kTileVectors, cfg.colsb[3 * set + 2] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// One panel's groups in B layout, and each group's scale and offset for the 16 rows.
+struct TilePanel {
+  aligned_vector<uint8_t> bytes;  // [group][quad][row][4]
+  aligned_vector<float> s, m;     // [group][row]
+};
+
+template <class F>
+AUTOGLM_VNNI void unpack_for_tiles(const QJob& job, size_t r0, TilePanel& u) {
+  constexpr size_t kQuads = F::kGroupSize / 4;
+  const size_t blocks = job.cols / (F::kGroupSize * F::kGroups), groups = blocks * F::kGroups;
+  u.bytes.resize(groups * kQuads * 64);
+  u.s.resize(groups * kRows);
+  u.m.resize(groups * kRows);
+  const uint8_t* panel = job.w + r0 * job.stride;
+  for (size_t blk = 0; blk < blocks; ++blk) {
+    const uint8_t* block = panel + blk * F::kBlockBytes;
+    ScaleSet set;
+    F::scales(block, set);
+    for (size_t j = 0; j < F::kGroups; ++j) {
+      const size_t g = blk * F::kGroups + j;
+      _mm512_store_ps(u.s.data() + g * kRows, set.s[j]);
+      _mm512_store_ps(u.m.data() + g * kRows, F::kMin ? set.m[j] : _mm512_setzero_ps());
+      for (size_t i = 0; i < kQuads; ++i) _mm512_store_si512(u.bytes.data() + (g * kQuads + i) * 64, F::quad(block, j, i));
+    }
+  }
+}
+
+// The float steps of group g for vectors b0..b0+15, from C's rows (cg[v]: the 16 rows' sums).
+template <class F>
+AUTOGLM_AMX_INT8 inline void tile_steps(const QActs& a, const TilePanel& u, size_t g, size_t b0,
+                                        const int32_t (&cg)[kTileVectors][kRows], __m512 (&acc)[kTileVectors]) {
+  constexpr size_t G = F::kGroupSize;
+  const __m512 s = _mm512_load_ps(u.s.data() + g * kRows), m = _mm512_load_ps(u.m.data() + g * kRows);
+  const size_t ab = g * G / kActBlock;
+  for (size_t v = 0; v < kTileVectors; ++v) {
+    const size_t vec = b0 + v;
+    const float t = !F::kMin ? 0.0f : G == kActBlock ? a.t_row(vec)[ab] : a.t16_row(vec)[g];
+    acc[v] = apply_group<F::kMin, F::kCorr>(acc[v], _mm512_load_si512(cg[v]), a.corr_row(vec)[g], s, a.dx_row(vec)[ab],
+                                            m, t);
+  }
+}
+
+// C (16 vectors x 16 rows) of a group into c: A = the vectors' activations of the group (q, rows
+// lda apart), B the panel's unpacked group (b). The tile numbers are literals (the intrinsics
+// paste them into the instruction), hence a macro: tiles 0-2, or 3-5 for the other group of a pair.
+#define AUTOGLM_TILE_GROUP(kA, kB, kC, q, lda, b, c) \
+  do {                                               \
+    _tile_loadd(kA, q, lda);                         \
+    _tile_loadd(kB, b, 64);                          \
+    _tile_zero(kC);                                  \
+    _tile_dpbsud(kC, kA, kB);                        \
+    _tile_stored(kC, c, 64);                         \
+  } while (0)
+
+// Panels unpacked at a time, and the columns of each pass over them: each pass's activations of 16
+// vectors (a 4 KiB copy) stay in L1 for all the panels, and the panels' groups of the pass (4 KiB
+// each) for every 16 vectors. (Read in place, 16 rows `cols` bytes apart fall into the same few L1
+// sets when cols is a multiple of 4096, and miss each time.)
+constexpr size_t kTilePanels = 4;
+constexpr size_t kPassCols = 256;
+
+// Groups g and g + 1 (when below g1) into out[0] and out[1]; q holds the pass's activations of
+// the 16 vectors from group g0 on (rows kPassCols bytes apart).
+template <size_t G>
+AUTOGLM_AMX_INT8 inline void tile_pair(const int8_t* q, size_t g0, const uint8_t* b, size_t g, size_t g1,
+                                       int32_t (&out)[2][kTileVectors][kRows]) {
+  constexpr size_t kBBytes = G * kRows;
+  AUTOGLM_TILE_GROUP(0, 1, 2, q + (g - g0) * G, kPassCols, b + g * kBBytes, &out[0][0][0]);
+  if (g + 1 < g1)
+    AUTOGLM_TILE_GROUP(3, 4, 5, q + (g + 1 - g0) * G, kPassCols, b + (g + 1) * kBBytes, &out[1][0][0]);
+}
+
+// Groups [g0, g1) of vectors b0..b0+15 (their activations of the pass in q) times one unpacked
+// panel, into acc (16 vectors x 16 rows, carried between passes). Pairs of groups are pipelined:
+// the tiles of pair k + 1 are computed and stored while the float steps of pair k read theirs.
+template <class F>
+AUTOGLM_AMX_INT8 void tile_vectors(const QActs& a, const TilePanel& u, size_t b0, size_t g0, size_t g1, const int8_t* q,
+                                   float* acc_mem) {
+  constexpr size_t G = F::kGroupSize;
+  const uint8_t* b = u.bytes.data();
+  __m512 acc[kTileVectors];
+  for (size_t v = 0; v < kTileVectors; ++v) acc[v] = _mm512_load_ps(acc_mem + v * kRows);
+  alignas(64) int32_t c[2][2][kTileVectors][kRows];  // [pair % 2][group of the pair]
+  tile_pair<G>(q, g0, b, g0, g1, c[0]);
+  for (size_t g = g0, k = 0; g < g1; g += 2, ++k) {
+    if (g + 2 < g1) tile_pair<G>(q, g0, b, g + 2, g1, c[(k + 1) % 2]);
+    tile_steps<F>(a, u, g, b0, c[k % 2][0], acc);
+    if (g + 1 < g1) tile_steps<F>(a, u, g + 1, b0, c[k % 2][1], acc);
+  }
+  for (size_t v = 0; v < kTileVectors; ++v) _mm512_store_ps(acc_mem + v * kRows, acc[v]);
+}
+
+// Whole panels of [r0, r1) for every vector: 16 at a time on the tiles, the rest on VNNI.
+template <class F>
+AUTOGLM_AMX_INT8 void tile_panels(const QJob& job, size_t r0, size_t r1) {
+  const QActs& a = *job.acts;
+  const size_t batch = a.batch, tiled = batch / kTileVectors * kTileVectors, groups = job.cols / F::kGroupSize;
+  constexpr size_t kPassGroups = kPassCols / F::kGroupSize;
+  thread_local TilePanel u[kTilePanels];
+  thread_local aligned_vector<float> acc;  // [panel][16 vectors][vector][row]
+  configure_int8_tiles(F::kGroupSize);
+  for (size_t r = r0; r < r1; r += kTilePanels * kRows) {
+    const size_t n = std::min(kTilePanels, (r1 - r) / kRows);
+    for (size_t p = 0; p < n; ++p) unpack_for_tiles<F>(job, r + p * kRows, u[p]);
+    acc.assign(n * tiled * kRows, 0.0f);
+    alignas(64) int8_t pass[kTileVectors * kPassCols];
+    for (size_t g0 = 0; g0 < groups; g0 += kPassGroups) {
+      const size_t g1 = std::min(groups, g0 + kPassGroups), bytes = (g1 - g0) * F::kGroupSize;
+      for (size_t b = 0; b < tiled; b += kTileVectors) {
+        for (size_t v = 0; v < kTileVectors; ++v)
+          std::memcpy(pass + v * kPassCols, a.q_row(b + v) + g0 * F::kGroupSize, bytes);
+        for (size_t p = 0; p < n; ++p)
+          tile_vectors<F>(a, u[p], b, g0, g1, pass, acc.data() + (p * tiled + b) * kRows);
+      }
+    }
+    for (size_t p = 0; p < n; ++p) {
+      for (size_t b = 0; b < tiled; ++b)
+        std::memcpy(job.y + b * job.rows + r + p * kRows, acc.data() + (p * tiled + b) * kRows, kRows * sizeof(float));
+      if (tiled < batch) packed_panels<F, 1>(job, r + p * kRows, tiled);
+    }
+  }
+}
+
 // The stored-format rows after the last whole panel, for types without a stored-layout kernel here.
 void stored_rows_avx2(const QJob& job, size_t r0, size_t r1) { qrows_avx2(job.type)(job, r0, r1); }
 
-// Rows [r0, r1) of a panels16 matrix: whole panels two at a time, then the stored-format tail.
+// Rows [r0, r1) of a panels16 matrix: whole panels two at a time (on AMX tiles from 16 vectors on,
+// where the CPU has them), then the stored-format tail.
 template <class F, QRows kTail>
 AUTOGLM_VNNI void packed_rows(const QJob& job, size_t r0, size_t r1) {
   const size_t full = std::min(r1, job.rows / kRows * kRows);
   size_t r = r0;
+  if (job.acts->batch >= kTileVectors && r < full && amx_int8_available()) {
+    tile_panels<F>(job, r, full);
+    r = full;
+  }
   for (; r + 2 * kRows <= full; r += 2 * kRows) packed_panels<F, 2>(job, r);
   if (r < full) packed_panels<F, 1>(job, r), r += kRows;
   if (r < r1) kTail(job, r, r1);

@@ -204,6 +204,18 @@ std::atomic<bool>& amx_enabled() {
 }  // namespace
 
 bool amx_available() { return amx_enabled().load() && active_isa() == Isa::avx512; }
+
+bool amx_int8_available() {
+#if defined(__x86_64__)
+  static const bool int8 = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 25) & 1) && __builtin_cpu_supports("avx512vnni");
+  }();
+  return int8 && amx_available();
+#else
+  return false;
+#endif
+}
 void set_amx(bool on) { amx_enabled().store(on && amx_detected()); }
 
 bool tiles_fit(size_t rows, size_t cols) { return rows > 0 && cols > 0 && rows % kBlock == 0 && cols % kStep == 0; }

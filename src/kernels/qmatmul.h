@@ -1,8 +1,7 @@
 #pragma once
-// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, and
-// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_XS on the scalar and AVX2 paths) with
-// activations quantized to int8, the way llama.cpp computes them, so that the inner loop is an
-// integer dot product (VNNI vpdpbusd, AVX2 vpmaddubsw) instead of dequantize-then-FMA.
+// Internal to the kernels module: products of quantized weights (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K,
+// Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS) with activations quantized to int8, the way llama.cpp computes them, so that the inner loop is an
+// integer dot product (VNNI vpdpbusd, AVX2 vpmaddubsw, AMX-INT8 tdpbsud) instead of dequantize-then-FMA.
 //
 // The canonical definition, which every path reproduces bit for bit (so results never depend on the
 // ISA, the thread count, the batch, or whether a product ran as matvec or as a packed GEMM):
@@ -16,7 +15,8 @@
 //     y = fma(float(isum), s * dx, y); and with an offset: y = fma(m, t, y) — dx and t of the
 //     activation block that holds the group (t16 of its half for a 16-element group).
 //
-// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K and IQ4_XS have the scalar and AVX2 paths so far (no AVX-512 or panels).
+// On AVX-512, every type has a panels16 kernel (VNNI, and AMX-INT8 tiles from 16 vectors on); the
+// stored-row layout of Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL and IQ4_XS runs the AVX2 kernel there.
 //
 // Only the integer sums may be computed in any order; the float steps are the same operations in
 // the same order on every path.

@@ -10,7 +10,9 @@
 //
 // Many vectors (prefill): panels of 16 rows are repacked as [chunk][4 elements][16 rows] bytes, so
 // that one vpdpbusd with a broadcast of 4 activations advances 16 rows by 4 elements; a register
-// tile of 2 panels x 6 vectors then runs 12 vpdpbusd per pair of loads. Both give the same bits.
+// tile of 2 panels x 6 vectors then runs 12 vpdpbusd per pair of loads. Weights stored as
+// Layout::panels16 skip the repacking. With AMX-INT8, 16 vectors at a time go through tile
+// products, one per group (see "panels on AMX-INT8 tiles"). All give the same bits.
 #include "qmatmul.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -840,34 +842,27 @@ AUTOGLM_AMX_INT8 inline void tile_steps(const QActs& a, const TilePanel& u, size
 constexpr size_t kTilePanels = 4;
 constexpr size_t kPassCols = 256;
 
-// Groups g and g + 1 (when below g1) into out[0] and out[1]; q holds the pass's activations of
-// the 16 vectors from group g0 on (rows kPassCols bytes apart).
-template <size_t G>
-AUTOGLM_AMX_INT8 inline void tile_pair(const int8_t* q, size_t g0, const uint8_t* b, size_t g, size_t g1,
-                                       int32_t (&out)[2][kTileVectors][kRows]) {
-  constexpr size_t kBBytes = G * kRows;
-  AUTOGLM_TILE_GROUP(0, 1, 2, q + (g - g0) * G, kPassCols, b + g * kBBytes, &out[0][0][0]);
-  if (g + 1 < g1)
-    AUTOGLM_TILE_GROUP(3, 4, 5, q + (g + 1 - g0) * G, kPassCols, b + (g + 1) * kBBytes, &out[1][0][0]);
-}
+constexpr size_t kMaxPassGroups = kPassCols / 16;
 
-// Groups [g0, g1) of vectors b0..b0+15 (their activations of the pass in q) times one unpacked
-// panel, into acc (16 vectors x 16 rows, carried between passes). Pairs of groups are pipelined:
-// the tiles of pair k + 1 are computed and stored while the float steps of pair k read theirs.
+// Groups [g0, g1) of vectors b0..b0+15 (their activations of the pass in q, rows kPassCols bytes
+// apart) times one unpacked panel, into acc (16 vectors x 16 rows, carried between passes). All the
+// pass's tile products first, then all its float steps: a tile instruction between two float steps
+// would make the compiler keep the accumulators in memory.
 template <class F>
 AUTOGLM_AMX_INT8 void tile_vectors(const QActs& a, const TilePanel& u, size_t b0, size_t g0, size_t g1, const int8_t* q,
                                    float* acc_mem) {
-  constexpr size_t G = F::kGroupSize;
+  constexpr size_t G = F::kGroupSize, kBBytes = G * kRows;
+  alignas(64) int32_t c[kMaxPassGroups][kTileVectors][kRows];
   const uint8_t* b = u.bytes.data();
+  size_t g = g0;
+  for (; g + 2 <= g1; g += 2) {  // two sets of tiles in alternation
+    AUTOGLM_TILE_GROUP(0, 1, 2, q + (g - g0) * G, kPassCols, b + g * kBBytes, &c[g - g0][0][0]);
+    AUTOGLM_TILE_GROUP(3, 4, 5, q + (g + 1 - g0) * G, kPassCols, b + (g + 1) * kBBytes, &c[g + 1 - g0][0][0]);
+  }
+  if (g < g1) AUTOGLM_TILE_GROUP(0, 1, 2, q + (g - g0) * G, kPassCols, b + g * kBBytes, &c[g - g0][0][0]);
   __m512 acc[kTileVectors];
   for (size_t v = 0; v < kTileVectors; ++v) acc[v] = _mm512_load_ps(acc_mem + v * kRows);
-  alignas(64) int32_t c[2][2][kTileVectors][kRows];  // [pair % 2][group of the pair]
-  tile_pair<G>(q, g0, b, g0, g1, c[0]);
-  for (size_t g = g0, k = 0; g < g1; g += 2, ++k) {
-    if (g + 2 < g1) tile_pair<G>(q, g0, b, g + 2, g1, c[(k + 1) % 2]);
-    tile_steps<F>(a, u, g, b0, c[k % 2][0], acc);
-    if (g + 1 < g1) tile_steps<F>(a, u, g + 1, b0, c[k % 2][1], acc);
-  }
+  for (g = g0; g < g1; ++g) tile_steps<F>(a, u, g, b0, c[g - g0], acc);
   for (size_t v = 0; v < kTileVectors; ++v) _mm512_store_ps(acc_mem + v * kRows, acc[v]);
 }
 

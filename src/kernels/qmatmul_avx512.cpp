@@ -839,7 +839,7 @@ AUTOGLM_AMX_INT8 inline void tile_steps(const QActs& a, const TilePanel& u, size
 // vectors (a 4 KiB copy) stay in L1 for all the panels, and the panels' groups of the pass (4 KiB
 // each) for every 16 vectors. (Read in place, 16 rows `cols` bytes apart fall into the same few L1
 // sets when cols is a multiple of 4096, and miss each time.)
-constexpr size_t kTilePanels = 4;
+constexpr size_t kTilePanels = 8;
 constexpr size_t kPassCols = 256;
 
 constexpr size_t kMaxPassGroups = kPassCols / 16;
